@@ -1,0 +1,46 @@
+//! `ane-train`: train LLaMA-family models on the Apple Neural Engine or any CPU.
+//!
+//! The binary is thin: it parses arguments, calls the libraries, and renders errors once.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Command-line interface of ane-train.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ane-train",
+    version,
+    about = "Train LLaMA-family models on the Apple Neural Engine or any CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a demo kernel (RMSNorm with a baked weight), write its MIL and weight blob, read
+    /// both back and check them.
+    Demo(cmd::demo::DemoArgs),
+    /// Work with MIL program text.
+    #[command(subcommand)]
+    Mil(cmd::mil::MilCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(&args),
+        Command::Mil(c) => cmd::mil::run(&c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ane-train: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
