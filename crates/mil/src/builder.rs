@@ -16,10 +16,12 @@
 //! let x = f.input("x", TensorType::new(DType::Fp16, [1, 64, 1, 32])).unwrap();
 //! let sq = f.mul("sq", x, x).unwrap();
 //! let ss = f.reduce_sum("ss", sq, &[1], true).unwrap();
-//! assert_eq!(f.ty(ss).shape, vec![1, 1, 1, 32]);
+//! assert_eq!(f.ty(ss).unwrap().shape, vec![1, 1, 1, 32]);
 //! let program = Program::new(Dialect::Ios18, f.finish(&[ss]).unwrap());
 //! assert!(ane_mil::verify::verify(&program).is_ok());
 //! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
 use crate::ir::{Arg, DType, Function, Literal, Param, Statement, TensorType};
@@ -27,8 +29,17 @@ use crate::ops::Op;
 use crate::verify::Scope;
 
 /// A variable defined in a [`FunctionBuilder`]: a parameter or an op result.
+///
+/// A `Var` belongs to the builder that made it; handing it to another builder gives
+/// [`Error::UnknownVariable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Var(usize);
+pub struct Var {
+    builder: u64,
+    index: usize,
+}
+
+/// Source of distinct builder ids.
+static NEXT_BUILDER: AtomicU64 = AtomicU64::new(0);
 
 /// An operand given to a builder method: a variable, or a literal that becomes a `const`.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +80,7 @@ impl<T: Into<In>> From<T> for BuildArg {
 /// Builds one [`Function`], checking each statement as it is added.
 #[derive(Debug, Clone)]
 pub struct FunctionBuilder {
+    id: u64,
     name: String,
     params: Vec<Param>,
     body: Vec<Statement>,
@@ -83,6 +95,7 @@ impl FunctionBuilder {
     /// Starts an empty function called `name` (the Neural Engine runs `main`).
     pub fn new(name: impl Into<String>) -> Self {
         FunctionBuilder {
+            id: NEXT_BUILDER.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             params: Vec::new(),
             body: Vec::new(),
@@ -104,13 +117,22 @@ impl FunctionBuilder {
     }
 
     /// The type of a variable.
-    pub fn ty(&self, v: Var) -> &TensorType {
-        &self.vars[v.0].1
+    pub fn ty(&self, v: Var) -> Result<&TensorType, Error> {
+        Ok(&self.var(v)?.1)
     }
 
     /// The name of a variable.
-    pub fn name_of(&self, v: Var) -> &str {
-        &self.vars[v.0].0
+    pub fn name_of(&self, v: Var) -> Result<&str, Error> {
+        Ok(&self.var(v)?.0)
+    }
+
+    fn var(&self, v: Var) -> Result<&(String, TensorType), Error> {
+        self.vars
+            .get(v.index)
+            .filter(|_| v.builder == self.id)
+            .ok_or_else(|| Error::UnknownVariable {
+                name: format!("<variable #{} of another function builder>", v.index),
+            })
     }
 
     /// Adds `name = const()[val=lit]`.
@@ -163,14 +185,16 @@ impl FunctionBuilder {
         let mut out_args = Vec::with_capacity(args.len());
         for (key, arg) in args {
             let arg = match arg {
-                BuildArg::One(In::Var(v)) => Arg::Var(self.name_of(v).into()),
+                BuildArg::One(In::Var(v)) => Arg::Var(self.name_of(v)?.into()),
                 BuildArg::One(In::Lit(lit)) => {
                     let v = self.const_for(&format!("{name}_{key}"), lit)?;
-                    Arg::Var(self.name_of(v).into())
+                    Arg::Var(self.name_of(v)?.into())
                 }
-                BuildArg::Tuple(vs) => {
-                    Arg::Tuple(vs.iter().map(|v| self.name_of(*v).to_string()).collect())
-                }
+                BuildArg::Tuple(vs) => Arg::Tuple(
+                    vs.iter()
+                        .map(|v| self.name_of(*v).map(str::to_string))
+                        .collect::<Result<_, _>>()?,
+                ),
             };
             out_args.push((key.to_string(), arg));
         }
@@ -189,7 +213,10 @@ impl FunctionBuilder {
 
     /// Finishes the function, returning `returns` in order.
     pub fn finish(self, returns: &[Var]) -> Result<Function, Error> {
-        let returns: Vec<String> = returns.iter().map(|v| self.vars[v.0].0.clone()).collect();
+        let returns: Vec<String> = returns
+            .iter()
+            .map(|v| self.name_of(*v).map(str::to_string))
+            .collect::<Result<_, _>>()?;
         self.scope.check_returns(&self.name, &returns)?;
         Ok(Function {
             name: self.name,
@@ -215,7 +242,10 @@ impl FunctionBuilder {
 
     fn push_var(&mut self, name: String, ty: TensorType) -> Var {
         self.vars.push((name, ty));
-        Var(self.vars.len() - 1)
+        Var {
+            builder: self.id,
+            index: self.vars.len() - 1,
+        }
     }
 }
 

@@ -113,7 +113,7 @@ pub enum Error {
         /// Actual rank.
         got: usize,
         /// Actual type.
-        ty: TensorType,
+        ty: Box<TensorType>,
     },
     /// An operand of the wrong element type.
     #[error("{op}: `{arg}` must be {expected}, got {got}")]
@@ -153,9 +153,9 @@ pub enum Error {
         /// Op name.
         op: &'static str,
         /// Type written in the statement.
-        declared: TensorType,
+        declared: Box<TensorType>,
         /// Type the op produces.
-        inferred: TensorType,
+        inferred: Box<TensorType>,
     },
     /// An inline literal whose values do not match its declared type.
     #[error("bad literal: {detail}")]

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod parse;
 pub mod print;
 pub mod samples;
+pub mod testing;
 pub mod verify;
 
 pub use error::{Error, ParseError, ParseErrorKind, Position};

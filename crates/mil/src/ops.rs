@@ -417,7 +417,7 @@ impl<'a, 'b> Args<'a, 'b> {
             arg: self.key(key),
             expected: expected.into(),
             got: ty.rank(),
-            ty: ty.clone(),
+            ty: Box::new(ty.clone()),
         }
     }
 
@@ -686,7 +686,7 @@ fn infer_conv(a: &Args<'_, '_>) -> Result<TensorType, Error> {
     let mut out = vec![x.shape[0], w.shape[0], 0, 0];
     for i in 0..2 {
         let size = x.shape[2 + i];
-        let k = dil[i] * (w.shape[2 + i] - 1).max(0) + 1;
+        let k = dil[i] * w.shape[2 + i].saturating_sub(1) + 1;
         out[2 + i] = match pad_type.as_str() {
             "valid" => {
                 if size < k {
@@ -789,7 +789,7 @@ fn infer_slice(a: &Args<'_, '_>) -> Result<TensorType, Error> {
             return Err(Error::ShapeMismatch {
                 op: a.name(),
                 detail: format!(
-                    "slice begin {begin:?} size {size:?} leaves x {:?} on axis {i}",
+                    "slice begin {begin:?} size {size:?} runs outside x {:?} on axis {i}",
                     x.shape
                 ),
             });

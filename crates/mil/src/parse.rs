@@ -314,9 +314,10 @@ impl<'t> Parser<'t> {
             }
             functions.push(f);
         }
+        let close = self.peek();
         self.punct('}')?;
         if functions.is_empty() {
-            return Err(self.semantic(self.peek(), Error::NoFunctions));
+            return Err(self.semantic(close, Error::NoFunctions));
         }
         if self.peek().kind != Tok::Eof {
             return Err(self.expected("end of input"));

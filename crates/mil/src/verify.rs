@@ -135,8 +135,8 @@ impl Scope {
             return Err(Error::TypeMismatch {
                 var: s.output.clone(),
                 op: s.op.name(),
-                declared: s.ty.clone(),
-                inferred,
+                declared: Box::new(s.ty.clone()),
+                inferred: Box::new(inferred),
             });
         }
         let name = s.name().ok_or(Error::MissingAttribute {
