@@ -130,14 +130,12 @@ pub fn check_program(program: &Program) -> Result<()> {
                     "give an epsilon, or use pow(x, -0.5) after a reduction",
                 ))
             }
-            Op::Cast => {
-                if !matches!(s.ty.dtype, DType::Fp16 | DType::Fp32) {
-                    return Err(broken(
-                        AneRule::UnsupportedOp,
-                        format!("`{}` casts to {}", s.output, s.ty.dtype),
-                        "keep tensors in fp16/fp32; do integer work on the host",
-                    ));
-                }
+            Op::Cast if !matches!(s.ty.dtype, DType::Fp16 | DType::Fp32) => {
+                return Err(broken(
+                    AneRule::UnsupportedOp,
+                    format!("`{}` casts to {}", s.output, s.ty.dtype),
+                    "keep tensors in fp16/fp32; do integer work on the host",
+                ))
             }
             Op::Conv => {
                 if let Some(Arg::Var(x)) = s.arg("x") {
