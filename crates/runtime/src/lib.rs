@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod ane;
 pub mod budget;
 pub mod cache;
 pub mod cpu;

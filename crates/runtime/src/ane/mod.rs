@@ -1,0 +1,1 @@
+//! The Apple Neural Engine device (being written).
