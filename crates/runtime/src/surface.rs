@@ -350,6 +350,30 @@ impl Surface {
     }
 }
 
+impl Surface {
+    /// Takes the read or write lock and keeps it until [`Surface::raw_unlock`]; for device
+    /// executors that hold many locks at once without allocating guards.
+    pub(crate) fn raw_lock(&self, write: bool, what: &'static str) -> Result<*mut u8> {
+        let lock = if write {
+            self.lock_write(what)?
+        } else {
+            self.lock_read(what)?
+        };
+        let base = lock.base;
+        std::mem::forget(lock);
+        Ok(base)
+    }
+
+    /// Releases a lock taken with [`Surface::raw_lock`] (same `write`).
+    pub(crate) fn raw_unlock(&self, write: bool) {
+        drop(Lock {
+            surface: self,
+            base: std::ptr::null_mut(),
+            write,
+        });
+    }
+}
+
 /// A held lock on a Surface's memory; unlocks on drop.
 #[derive(Debug)]
 pub struct Lock<'a> {

@@ -1,14 +1,29 @@
 //! The CPU device: executes any Program; `cpu` and `ane-sim` fidelity.
+//!
+//! `compile` turns the Program into a static [`plan::Plan`]; `bind` gives each Binding its own
+//! arena (temporaries, per-task scratch, and f32 staging for fp16 surfaces), sized once; `eval`
+//! locks the surfaces, runs the steps and unlocks — with no heap allocation of its own.
+//! In `ane-sim` fidelity surfaces are fp16 only, every op result is rounded to fp16, the
+//! Program rules of [`crate::rules`] are checked at compile time and the surface rules at bind
+//! time, and request slots bind alphabetically (rule 4).
 
+mod exec;
+mod layout;
 mod memory;
+pub mod ops;
+mod plan;
+
+use std::sync::{Arc, Mutex};
 
 pub use memory::HostMemory;
 
 use ane_mil::{DType, Dialect, Program};
 
+use self::exec::{BufKind, Ctx, Ptr};
+use self::plan::Plan;
 use crate::device::{BindingOrder, Capabilities, Device, DeviceKind, Fidelity, Realtime};
 use crate::error::{Error, Result};
-use crate::kernel::Kernel;
+use crate::kernel::{BindingImpl, Kernel, KernelImpl, KernelInfo};
 use crate::rules;
 use crate::surface::Surface;
 use crate::weights::Weights;
@@ -34,7 +49,7 @@ impl CpuDevice {
                 surface_dtypes: if ane {
                     vec![DType::Fp16]
                 } else {
-                    vec![DType::Fp16, DType::Fp32]
+                    vec![DType::Fp32, DType::Fp16]
                 },
                 min_surface_bytes: if ane { rules::MIN_SURFACE_BYTES } else { 64 },
                 max_dim: if ane { rules::MAX_DIM } else { usize::MAX },
@@ -59,15 +74,17 @@ impl Device for CpuDevice {
         &self.caps
     }
 
-    fn compile(&self, program: &Program, _weights: &Weights) -> Result<Kernel> {
+    fn compile(&self, program: &Program, weights: &Weights) -> Result<Kernel> {
         ane_mil::verify::verify(program)?;
-        if self.caps.fidelity == Fidelity::Ane {
+        let ane = self.caps.fidelity == Fidelity::Ane;
+        if ane {
             rules::check_program(program)?;
         }
-        Err(Error::Unsupported {
-            device: self.caps.kind.name(),
-            detail: "the CPU executor is being built".into(),
-        })
+        let plan = plan::compile(program, weights, ane)?;
+        Ok(Kernel::new(Arc::new(CpuKernel {
+            plan: Arc::new(plan),
+            caps: self.caps.clone(),
+        })))
     }
 
     fn surface_with_alloc(
@@ -91,5 +108,186 @@ impl Device for CpuDevice {
 
     fn realtime_end(&self) -> Realtime {
         Realtime::Unavailable("not implemented yet".into())
+    }
+}
+
+/// A compiled plan on the CPU device.
+#[derive(Debug)]
+struct CpuKernel {
+    plan: Arc<Plan>,
+    caps: Capabilities,
+}
+
+impl KernelImpl for CpuKernel {
+    fn info(&self) -> &KernelInfo {
+        &self.plan.info
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn bind(&self, inputs: &[Surface], outputs: &[Surface]) -> Result<Box<dyn BindingImpl>> {
+        let plan = &self.plan;
+        let tasks = rayon::current_num_threads().max(1);
+        let mut arena_len = plan.temp_len + tasks * plan.scratch_per_task;
+        let mut stage = |s: &Surface| -> Option<usize> {
+            (s.dtype() != DType::Fp32).then(|| {
+                let at = arena_len;
+                arena_len += s.elements().next_multiple_of(16);
+                at
+            })
+        };
+        let in_stage: Vec<Option<usize>> = inputs.iter().map(&mut stage).collect();
+        let out_stage: Vec<Option<usize>> = outputs.iter().map(&mut stage).collect();
+        Ok(Box::new(CpuBinding {
+            plan: plan.clone(),
+            inputs: inputs.to_vec(),
+            outputs: outputs.to_vec(),
+            in_stage,
+            out_stage,
+            tasks,
+            state: Mutex::new(State {
+                arena: vec![0.0; arena_len],
+                bases: vec![Ptr(std::ptr::null_mut()); plan.bufs.len()],
+            }),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    arena: Vec<f32>,
+    bases: Vec<Ptr>,
+}
+
+/// Surfaces plus the arena of one binding.
+#[derive(Debug)]
+struct CpuBinding {
+    plan: Arc<Plan>,
+    inputs: Vec<Surface>,
+    outputs: Vec<Surface>,
+    /// Arena offset of the f32 copy of each fp16 input (None: read the surface directly).
+    in_stage: Vec<Option<usize>>,
+    /// Arena offset of the f32 result of each fp16 output (None: write the surface directly).
+    out_stage: Vec<Option<usize>>,
+    tasks: usize,
+    state: Mutex<State>,
+}
+
+/// Unlocks the surfaces locked so far when dropped (also on panic).
+struct Held<'a> {
+    inputs: &'a [Surface],
+    outputs: &'a [Surface],
+    ins: usize,
+    outs: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.inputs[..self.ins]
+            .iter()
+            .for_each(|s| s.raw_unlock(false));
+        self.outputs[..self.outs]
+            .iter()
+            .for_each(|s| s.raw_unlock(true));
+    }
+}
+
+impl BindingImpl for CpuBinding {
+    fn eval(&self) -> Result<()> {
+        let mut state = self.state.lock().map_err(|_| Error::Device {
+            stage: "eval",
+            detail: "binding poisoned by an earlier panic".into(),
+        })?;
+        let State { arena, bases } = &mut *state;
+        let arena_ptr = arena.as_mut_ptr();
+        let mut held = Held {
+            inputs: &self.inputs,
+            outputs: &self.outputs,
+            ins: 0,
+            outs: 0,
+        };
+        for (i, kind) in self.plan.bufs.iter().enumerate() {
+            bases[i] = match *kind {
+                // SAFETY: temp offsets lie inside the arena sized at bind time.
+                BufKind::Temp { offset, .. } => Ptr(unsafe { arena_ptr.add(offset) }),
+                BufKind::Const(c) => Ptr(self.plan.consts[c].as_ptr() as *mut f32),
+                _ => Ptr(std::ptr::null_mut()),
+            };
+        }
+        for (i, s) in self.inputs.iter().enumerate() {
+            let base = s.raw_lock(false, "eval input")?;
+            held.ins += 1;
+            let p = match self.in_stage[i] {
+                None => base as *mut f32,
+                Some(at) => {
+                    // SAFETY: the surface holds `elements` fp16 values (checked at bind) and the
+                    // staging range was reserved for exactly that many floats.
+                    unsafe {
+                        let src =
+                            std::slice::from_raw_parts(base as *const half::f16, s.elements());
+                        let dst = std::slice::from_raw_parts_mut(arena_ptr.add(at), s.elements());
+                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+                        arena_ptr.add(at)
+                    }
+                }
+            };
+            self.set(bases, BufKind::Input(i), p);
+        }
+        let mut out_bases = [std::ptr::null_mut::<u8>(); 16];
+        for (i, s) in self.outputs.iter().enumerate() {
+            let base = s.raw_lock(true, "eval output")?;
+            held.outs += 1;
+            if i < out_bases.len() {
+                out_bases[i] = base;
+            }
+            let p = match self.out_stage[i] {
+                None => base as *mut f32,
+                // SAFETY: reserved at bind time.
+                Some(at) => unsafe { arena_ptr.add(at) },
+            };
+            self.set(bases, BufKind::Output(i), p);
+        }
+        // SAFETY: scratch follows the temporaries in the arena.
+        let scratch = Ptr(unsafe { arena_ptr.add(self.plan.temp_len) });
+        let ctx = Ctx {
+            bases,
+            scratch,
+            scratch_per_task: self.plan.scratch_per_task,
+            tasks: self.tasks,
+            round: self.plan.round,
+        };
+        for step in &self.plan.steps {
+            step.run(&ctx);
+        }
+        for (i, s) in self.outputs.iter().enumerate() {
+            if let Some(at) = self.out_stage[i] {
+                let base = if i < out_bases.len() {
+                    out_bases[i]
+                } else {
+                    s.raw_lock(true, "eval output")
+                        .unwrap_or(std::ptr::null_mut())
+                };
+                // SAFETY: the output is write-locked; staging holds `elements` floats.
+                unsafe {
+                    let src = std::slice::from_raw_parts(arena_ptr.add(at), s.elements());
+                    let dst = std::slice::from_raw_parts_mut(base as *mut half::f16, s.elements());
+                    half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+                }
+            }
+        }
+        drop(held);
+        Ok(())
+    }
+}
+
+impl CpuBinding {
+    fn set(&self, bases: &mut [Ptr], kind: BufKind, p: *mut f32) {
+        for (b, k) in bases.iter_mut().zip(&self.plan.bufs) {
+            if *k == kind {
+                *b = Ptr(p);
+            }
+        }
     }
 }
