@@ -47,13 +47,7 @@ pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes a key string on one manifest line: printable ASCII other than `%` as is, every other
@@ -128,31 +122,6 @@ impl CacheKey {
         hex(&self.digest)
     }
 
-    /// SHA-256 of the program text.
-    pub fn program_hash(&self) -> [u8; 32] {
-        self.program_hash
-    }
-
-    /// The weights hash given to [`CacheKey::new`].
-    pub fn weights_hash(&self) -> [u8; 32] {
-        self.weights_hash
-    }
-
-    /// Device kind.
-    pub fn device(&self) -> &str {
-        &self.device
-    }
-
-    /// OS build.
-    pub fn os_build(&self) -> &str {
-        &self.os_build
-    }
-
-    /// Compiler version.
-    pub fn compiler(&self) -> &str {
-        &self.compiler
-    }
-
     /// The manifest's first lines for this key: format, version and every key field.
     fn manifest_prefix(&self) -> String {
         format!(
@@ -218,11 +187,7 @@ pub struct CompileCache {
     /// The open lock file; the mutex serialises this process's threads, [`File::lock`] processes.
     lock_file: Mutex<File>,
     temp_seq: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    invalid_reads: AtomicU64,
-    discarded: AtomicU64,
-    evictions: AtomicU64,
+    stats: Mutex<CacheStats>,
 }
 
 /// The exclusive directory lock, released on drop.
@@ -268,11 +233,7 @@ impl CompileCache {
             max_bytes,
             lock_file: Mutex::new(lock_file),
             temp_seq: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            invalid_reads: AtomicU64::new(0),
-            discarded: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
+            stats: Mutex::new(CacheStats::default()),
         })
     }
 
@@ -300,18 +261,18 @@ impl CompileCache {
         let path = self.entry_path(key);
         let mut found = read_entry(&path, key);
         if matches!(found, Found::Corrupt) {
-            self.invalid_reads.fetch_add(1, Ordering::Relaxed);
+            self.count(|s| s.invalid_reads += 1);
             found = self.discard(&path, key);
         }
         match found {
             Found::Valid(entry, file) => {
                 // Best effort: a failed touch only makes LRU eviction less exact.
                 let _ = file.set_modified(SystemTime::now());
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.count(|s| s.hits += 1);
                 Some(entry)
             }
             Found::Missing | Found::Corrupt => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.count(|s| s.misses += 1);
                 None
             }
         }
@@ -325,7 +286,7 @@ impl CompileCache {
         };
         let found = read_entry(path, key);
         if matches!(found, Found::Corrupt) && fs::remove_file(path).is_ok() {
-            self.discarded.fetch_add(1, Ordering::Relaxed);
+            self.count(|s| s.discarded += 1);
         }
         found
     }
@@ -353,8 +314,8 @@ impl CompileCache {
             self.temp_seq.fetch_add(1, Ordering::Relaxed)
         ));
         let path = self.entry_path(key);
-        let _ = &temp;
-        let written = (|| -> io::Result<()> { let mut f = File::create(&path)?; f.write_all(&header)?; for (_, b) in files { f.write_all(b)?; } Ok(()) })().and_then(|()| {
+        let written = write_entry(&temp, &header, files).and_then(|()| {
+            fs::rename(&temp, &path)?;
             sync_dir(&self.dir.join("entries"))
         });
         if let Err(e) = written {
@@ -369,13 +330,11 @@ impl CompileCache {
 
     /// Counters of this value since it was opened.
     pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            invalid_reads: self.invalid_reads.load(Ordering::Relaxed),
-            discarded: self.discarded.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-        }
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, event: impl FnOnce(&mut CacheStats)) {
+        event(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     /// Number and total size of the entries on disk now.
@@ -458,36 +417,28 @@ impl CompileCache {
             remove_if_present(&path)
                 .map_err(|e| Error::io(format!("evicting cache entry {}", path.display()), e))?;
             total -= len;
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+            self.count(|s| s.evictions += 1);
         }
         Ok(())
     }
 }
 
 fn check_names(files: &[(&str, &[u8])]) -> Result<()> {
-    let invalid = |msg: String| {
-        Error::io(
-            "storing a compile cache entry",
-            io::Error::new(io::ErrorKind::InvalidInput, msg),
-        )
-    };
-    if files.len() > MAX_FILES {
-        return Err(invalid(format!(
-            "{} files (at most {MAX_FILES})",
-            files.len()
-        )));
+    let repeated = |i: usize, name: &str| files[..i].iter().any(|(n, _)| *n == name);
+    let bad = files
+        .iter()
+        .enumerate()
+        .any(|(i, (name, _))| !valid_name(name) || repeated(i, name));
+    if files.len() <= MAX_FILES && !bad {
+        return Ok(());
     }
-    for (i, (name, _)) in files.iter().enumerate() {
-        if !valid_name(name) {
-            return Err(invalid(format!(
-                "file name {name:?} is not a plain name of [A-Za-z0-9._-]"
-            )));
-        }
-        if files[..i].iter().any(|(n, _)| n == name) {
-            return Err(invalid(format!("file name {name:?} given twice")));
-        }
-    }
-    Ok(())
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    let msg = format!(
+        "entry files {names:?}: at most {MAX_FILES}, with distinct names of 1 to 255 bytes of \
+         [A-Za-z0-9._-], not `.` or `..`"
+    );
+    let source = io::Error::new(io::ErrorKind::InvalidInput, msg);
+    Err(Error::io("storing a compile cache entry", source))
 }
 
 /// The manifest of an entry: key lines, `files <n>`, one `file <name> <len> <sha256>` line per
@@ -591,14 +542,11 @@ fn write_entry(temp: &Path, header: &[u8], files: &[(&str, &[u8])]) -> io::Resul
 }
 
 /// Flushes a directory's entries (a rename in it) to disk.
+/// (Unix only: elsewhere a directory cannot be opened as a file.)
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
+    if cfg!(unix) {
         File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
+    } else {
         Ok(())
     }
 }

@@ -131,10 +131,11 @@ pub fn open(name: &str) -> Result<Arc<dyn Device>> {
     match name {
         "cpu" => Ok(Arc::new(crate::cpu::CpuDevice::new(Fidelity::Exact))),
         "ane-sim" => Ok(Arc::new(crate::cpu::CpuDevice::new(Fidelity::Ane))),
-        "ane" => Err(Error::Unavailable(
-            "the ane device is not built yet; use cpu or ane-sim".into(),
-        )),
-        "auto" => open("ane").or_else(|_| open("cpu")),
+        "ane" => Ok(Arc::new(crate::ane::AneDevice::open()?)),
+        "auto" => match open("ane") {
+            Err(Error::Unavailable(_)) => open("cpu"),
+            other => other,
+        },
         other => Err(Error::Config {
             name: "device".into(),
             value: other.into(),

@@ -90,7 +90,12 @@ fn put_then_get_round_trips() {
 
     let stats = cache.stats();
     assert_eq!(
-        (stats.hits, stats.misses, stats.invalid_reads, stats.discarded),
+        (
+            stats.hits,
+            stats.misses,
+            stats.invalid_reads,
+            stats.discarded
+        ),
         (2, 1, 0, 0)
     );
     let reopened = CompileCache::open(cache.dir(), 1 << 20).unwrap();
@@ -133,8 +138,6 @@ fn key_digest_is_stable_and_unambiguous() {
         .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     // Field boundaries matter: moving a character between fields changes the key.
     assert_ne!(a.hex(), CacheKey::new("p", [0; 32], "a", "bc", "d").hex());
-    assert_eq!(a.program_hash(), content_hash(b"p"));
-    assert_eq!((a.device(), a.os_build(), a.compiler()), ("ab", "c", "d"));
 }
 
 #[test]

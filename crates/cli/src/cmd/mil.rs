@@ -26,6 +26,30 @@ pub enum MilCommand {
         #[arg(long, value_enum)]
         dialect: Option<DialectArg>,
     },
+    /// Compile a MIL file, feed its inputs from .npy files, run it once and write every output
+    /// as DIR/NAME.npy.
+    Run(RunArgs),
+}
+
+/// Arguments of `ane-train mil run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The MIL file.
+    pub file: PathBuf,
+    /// Device: cpu, ane-sim, ane or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Directory that `@model_path` names (where BLOBFILE weights live); default: the MIL
+    /// file's directory.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// An input as NAME=PATH.npy (fp16 or fp32, C order, exactly the declared shape); repeat
+    /// for each input.
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    pub inputs: Vec<String>,
+    /// Directory to write NAME.npy for every output into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// A dialect named on the command line.
@@ -40,6 +64,7 @@ pub enum DialectArg {
 /// Runs a `mil` subcommand.
 pub fn run(cmd: &MilCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        MilCommand::Run(args) => super::mil_run::run(args),
         MilCommand::Fmt {
             file,
             check,

@@ -2,3 +2,4 @@
 
 pub mod demo;
 pub mod mil;
+pub mod mil_run;

@@ -60,7 +60,10 @@ impl fmt::Display for SysError {
                 code: Some(c),
                 message,
             } => write!(f, "{message} (code {c:#x})"),
-            SysError::Failed { code: None, message } => f.write_str(message),
+            SysError::Failed {
+                code: None,
+                message,
+            } => f.write_str(message),
         }
     }
 }
@@ -93,8 +96,11 @@ pub trait AneSys: Send + Sync + fmt::Debug + 'static {
     /// `[_ANEInMemoryModel inMemoryModelWithDescriptor:]`. `mil` is the UTF-8 MIL text (passed
     /// as NSData); `weights` becomes the weights dictionary `{path: {"offset": 0, "data":
     /// bytes}}` — `None` passes nil, which the framework rejects (rule 13).
-    fn new_model(&self, mil: &[u8], weights: Option<&[WeightFile]>)
-        -> Result<Self::Model, SysError>;
+    fn new_model(
+        &self,
+        mil: &[u8],
+        weights: Option<&[WeightFile]>,
+    ) -> Result<Self::Model, SysError>;
 
     /// `[model hexStringIdentifier]`: the model's identity and temp-dir name.
     fn model_id(&self, model: &Self::Model) -> Result<String, SysError>;

@@ -81,7 +81,10 @@ mod tests {
             ),
             Some(0x1d)
         );
-        assert_eq!(status_of(Some(15), "ANEProgramChainingPrepare() Failed"), None);
+        assert_eq!(
+            status_of(Some(15), "ANEProgramChainingPrepare() Failed"),
+            None
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub(crate) fn compile<S: AneSys>(
     if let Err(first) = sys.load(&model, qos) {
         std::thread::sleep(sh.opts.load_retry_delay);
         sys.load(&model, qos).map_err(|second| {
-            to_error("load", second.with_context(&format!("first attempt: {first}")))
+            to_error(
+                "load",
+                second.with_context(&format!("first attempt: {first}")),
+            )
         })?;
     }
     let loaded = Arc::new(Loaded {
@@ -115,7 +118,10 @@ fn kernel_info(main: &Function) -> Result<KernelInfo> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for (what, n) in [("inputs", main.params.len()), ("outputs", main.returns.len())] {
+    for (what, n) in [
+        ("inputs", main.params.len()),
+        ("outputs", main.returns.len()),
+    ] {
         if n == 0 || n > MAX_REQUEST_BUFFERS {
             return Err(Error::Unsupported {
                 device: "ane",
@@ -131,12 +137,14 @@ fn weight_files(program: &Program, weights: &Weights) -> Result<Vec<WeightFile>>
     let mut paths: Vec<&str> = Vec::new();
     for f in &program.functions {
         for s in &f.body {
-            let lits = s.attrs.iter().map(|(_, l)| l).chain(s.args.iter().filter_map(
-                |(_, a)| match a {
+            let lits = s
+                .attrs
+                .iter()
+                .map(|(_, l)| l)
+                .chain(s.args.iter().filter_map(|(_, a)| match a {
                     Arg::Literal(l) => Some(l),
                     _ => None,
-                },
-            ));
+                }));
             for l in lits {
                 if let Literal::BlobFile { path, .. } = l {
                     paths.push(path);

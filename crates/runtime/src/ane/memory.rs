@@ -74,7 +74,10 @@ impl<S: AneSys> IoSurface<S> {
     ) -> Result<Self> {
         let (handle, reused) = match pool.take(len) {
             Some(h) => (h, true),
-            None => (sys.new_surface(len).map_err(|e| to_error("surface", e))?, false),
+            None => (
+                sys.new_surface(len).map_err(|e| to_error("surface", e))?,
+                false,
+            ),
         };
         let real = sys.surface_len(&handle);
         if real < len {

@@ -154,8 +154,16 @@ mod tests {
 
     #[test]
     fn relative_paths_stay_inside() {
-        assert_eq!(relative("@model_path/weights/a.bin").unwrap(), "weights/a.bin");
-        for bad in ["weights/a.bin", "@model_path/../x", "@model_path//etc/x", "@model_path/"] {
+        assert_eq!(
+            relative("@model_path/weights/a.bin").unwrap(),
+            "weights/a.bin"
+        );
+        for bad in [
+            "weights/a.bin",
+            "@model_path/../x",
+            "@model_path//etc/x",
+            "@model_path/",
+        ] {
             assert!(relative(bad).is_err(), "{bad}");
         }
     }
