@@ -28,6 +28,9 @@ enum Command {
     /// Work with MIL program text.
     #[command(subcommand)]
     Mil(cmd::mil::MilCommand),
+    /// Benchmarks (print a table; --json writes the numbers).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),
+        Command::Bench(c) => cmd::bench::run(&c),
     };
     match result {
         Ok(code) => code,

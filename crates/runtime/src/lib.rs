@@ -18,6 +18,7 @@ pub mod device;
 pub mod error;
 pub mod kernel;
 pub mod pool;
+pub mod realtime;
 pub mod rules;
 pub mod surface;
 pub mod weights;
