@@ -10,13 +10,13 @@ use super::backend::AneSys;
 use super::errors::to_error;
 use super::memory::{IoSurface, Registry};
 use super::model_dir::DirTable;
-use super::support::{
-    process_budget, ArtifactCache, CompileCounter, NoCache, NoPool, SurfaceRecycler,
-};
+use super::support::{ArtifactCache, CompileCounter, NoCache, SurfaceRecycler};
 use super::sys::AppleSys;
+use crate::budget::CompileBudget;
 use crate::device::{BindingOrder, Capabilities, Device, DeviceKind, Fidelity, Realtime};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
+use crate::pool::SurfacePool;
 use crate::rules;
 use crate::surface::Surface;
 use crate::weights::Weights;
@@ -41,15 +41,22 @@ pub struct AneOptions {
     pub load_retry_delay: Duration,
 }
 
-impl Default for AneOptions {
-    /// The process-wide budget of 100 compiles, no cache, QoS 21, 100 ms retry delay.
-    fn default() -> Self {
+impl AneOptions {
+    /// Counting against `budget`; no cache, QoS 21, 100 ms retry delay.
+    pub fn new(budget: Arc<dyn CompileCounter>) -> Self {
         AneOptions {
-            budget: process_budget(),
+            budget,
             cache: Arc::new(NoCache),
             qos: QOS,
             load_retry_delay: LOAD_RETRY_DELAY,
         }
+    }
+
+    /// Counting against the process-wide budget ([`CompileBudget::global`]: `ANE_MAX_COMPILES`,
+    /// default 100; the leak is per process, not per device). Fails when that variable is
+    /// invalid.
+    pub fn process() -> Result<Self> {
+        Ok(AneOptions::new(Arc::new(CompileBudget::global()?)))
     }
 }
 
@@ -87,18 +94,19 @@ pub struct AneDevice<S: AneSys = AppleSys> {
 }
 
 impl AneDevice<AppleSys> {
-    /// Opens the Neural Engine of this Mac. On any other machine (or a Mac without the
-    /// private framework or one of its classes) this is [`Error::Unavailable`] saying why.
+    /// Opens the Neural Engine of this Mac, counting against the process-wide compile budget
+    /// and pooling surfaces. On any other machine (or a Mac without the private framework or
+    /// one of its classes) this is [`Error::Unavailable`] saying why.
     pub fn open() -> Result<Self> {
         let sys = AppleSys::load().map_err(|e| to_error("open", e))?;
-        AneDevice::new(sys, AneOptions::default())
+        AneDevice::new(sys, AneOptions::process()?)
     }
 }
 
 impl<S: AneSys> AneDevice<S> {
-    /// A device over `sys` with surfaces freshly allocated (no pool).
+    /// A device over `sys` whose surfaces are reused through a default [`SurfacePool`].
     pub fn new(sys: S, opts: AneOptions) -> Result<Self> {
-        AneDevice::with_pool(sys, opts, Arc::new(NoPool))
+        AneDevice::with_pool(sys, opts, Arc::new(SurfacePool::<S::Surface>::default()))
     }
 
     /// A device over `sys` whose surfaces are taken from and given back to `pool`. Fails

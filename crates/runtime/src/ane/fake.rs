@@ -24,7 +24,6 @@
 //! surfaces, the CPU kernel runs, and the results are copied back. So a kernel evaluated
 //! through the ANE driver on the fake gives exactly the `ane-sim` numbers.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

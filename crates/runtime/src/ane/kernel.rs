@@ -17,7 +17,7 @@ use super::device::Shared;
 use super::errors::to_error;
 use super::memory::{DeviceAccess, IoSurface};
 use super::model_dir::ModelDir;
-use super::support::ArtifactKey;
+use crate::cache::CacheKey;
 use crate::device::{BindingOrder, Capabilities};
 use crate::error::{Error, Result};
 use crate::kernel::{slot_order, BindingImpl, Kernel, KernelImpl, KernelInfo, TensorDesc};
@@ -45,13 +45,18 @@ pub(crate) fn compile<S: AneSys>(
     }
     let text = ane_mil::print(&printed);
     let files = weight_files(program, weights)?;
-    let key = ArtifactKey {
-        program_text: text.clone(),
-        weights_hash: weights.content_hash(files.iter().map(|(p, _)| p.as_str()))?,
-        device: sh.caps.kind.name().into(),
-        os_build: sh.sys.os_build(),
-        compiler: super::sys::ANE_FRAMEWORK.into(),
+    let weights_hash = if files.is_empty() {
+        [0; 32]
+    } else {
+        weights.content_hash(files.iter().map(|(p, _)| p.as_str()))?
     };
+    let key = CacheKey::new(
+        &text,
+        weights_hash,
+        sh.caps.kind.name(),
+        &sh.sys.os_build(),
+        super::sys::ANE_FRAMEWORK,
+    );
     let cached = sh.opts.cache.get(&key);
     sh.opts.budget.try_acquire()?;
 
@@ -227,26 +232,31 @@ impl<S: AneSys> KernelImpl for AneKernel<S> {
         }
         rules::check_binding(inputs, outputs)?;
         let sh = &self.loaded.shared;
-        let order = |descs: &[TensorDesc], given: &[Surface]| -> Result<Vec<Surface>> {
-            Ok(slot_order(descs, BindingOrder::Alphabetical)
+        let order = |descs: &[TensorDesc], given: &[Surface]| -> Vec<Surface> {
+            slot_order(descs, BindingOrder::Alphabetical)
                 .into_iter()
                 .map(|d| given[d].clone())
-                .collect())
+                .collect()
         };
-        let ins = order(&self.info.inputs, inputs)?;
-        let outs = order(&self.info.outputs, outputs)?;
+        let ins = order(&self.info.inputs, inputs);
+        let outs = order(&self.info.outputs, outputs);
         let io = |set: &[Surface]| -> Result<Vec<Arc<IoSurface<S>>>> {
             set.iter().map(|s| sh.registry.io_surface(s)).collect()
         };
         let (in_io, out_io) = (io(&ins)?, io(&outs)?);
-        let handles = |set: &[Arc<IoSurface<S>>]| -> Result<Vec<&S::Surface>> {
-            set.iter().map(|s| s.handle()).collect()
-        };
         let in_idx: Vec<usize> = (0..ins.len()).collect();
         let out_idx: Vec<usize> = (0..outs.len()).collect();
+        let in_h = in_io
+            .iter()
+            .map(|s| s.handle())
+            .collect::<Result<Vec<_>>>()?;
+        let out_h = out_io
+            .iter()
+            .map(|s| s.handle())
+            .collect::<Result<Vec<_>>>()?;
         let request = sh
             .sys
-            .new_request(&handles(&in_io)?, &in_idx, &handles(&out_io)?, &out_idx, 0)
+            .new_request(&in_h, &in_idx, &out_h, &out_idx, 0)
             .map_err(|e| to_error("bind", e))?;
         Ok(Box::new(AneBinding {
             loaded: self.loaded.clone(),

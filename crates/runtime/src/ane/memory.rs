@@ -104,16 +104,6 @@ impl<S: AneSys> IoSurface<S> {
             .ok_or_else(|| Error::Surface("the IOSurface was already released".into()))
     }
 
-    /// Allocation size in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True for an empty allocation (never).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn zero(&self) -> Result<()> {
         let h = self.handle()?;
         let base = self.sys.lock(h, true).map_err(|e| to_error("lock", e))?;
@@ -160,7 +150,7 @@ unsafe impl<S: AneSys> SurfaceMemory for IoSurfaceMemory<S> {
         } else {
             s.sys.lock(h, write).map_err(|e| to_error("lock", e))?
         };
-        if base.is_null() || base as usize % 64 != 0 {
+        if base.is_null() || !(base as usize).is_multiple_of(64) {
             if !device_access() {
                 s.sys.unlock(h, write);
             }

@@ -32,9 +32,5 @@ pub use backend::{AneSys, SysError, WeightFile};
 pub use device::{AneDevice, AneOptions, LOAD_RETRY_DELAY, QOS};
 pub use errors::STATUS_PROGRAM_INFERENCE;
 pub use kernel::{AneBinding, AneKernel, MAX_REQUEST_BUFFERS};
-pub use memory::{DeviceAccess, IoSurfaceMemory};
 pub use model_dir::ARTIFACTS;
-pub use support::{
-    process_budget, ArtifactCache, ArtifactKey, CompileCounter, CountingBudget, NoCache, NoPool,
-    SurfaceRecycler, DEFAULT_MAX_COMPILES,
-};
+pub use support::{ArtifactCache, CompileCounter, NoCache, SurfaceRecycler};

@@ -53,11 +53,6 @@ impl ModelDir {
         Ok(dir)
     }
 
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Reads the compile artifacts the framework left (`net.plist`, and `data` if present).
     pub fn artifacts(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();

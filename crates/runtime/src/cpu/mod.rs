@@ -12,6 +12,7 @@ mod layout;
 mod memory;
 pub mod ops;
 mod plan;
+pub mod sgemm;
 
 use std::sync::{Arc, Mutex};
 
@@ -150,6 +151,7 @@ impl KernelImpl for CpuKernel {
             state: Mutex::new(State {
                 arena: vec![0.0; arena_len],
                 bases: vec![Ptr(std::ptr::null_mut()); plan.bufs.len()],
+                out_bases: vec![Ptr(std::ptr::null_mut()); outputs.len()],
             }),
         }))
     }
@@ -159,6 +161,8 @@ impl KernelImpl for CpuKernel {
 struct State {
     arena: Vec<f32>,
     bases: Vec<Ptr>,
+    /// Locked base address of each output surface during an eval.
+    out_bases: Vec<Ptr>,
 }
 
 /// Surfaces plus the arena of one binding.
@@ -200,7 +204,11 @@ impl BindingImpl for CpuBinding {
             stage: "eval",
             detail: "binding poisoned by an earlier panic".into(),
         })?;
-        let State { arena, bases } = &mut *state;
+        let State {
+            arena,
+            bases,
+            out_bases,
+        } = &mut *state;
         let arena_ptr = arena.as_mut_ptr();
         let mut held = Held {
             inputs: &self.inputs,
@@ -235,13 +243,10 @@ impl BindingImpl for CpuBinding {
             };
             self.set(bases, BufKind::Input(i), p);
         }
-        let mut out_bases = [std::ptr::null_mut::<u8>(); 16];
         for (i, s) in self.outputs.iter().enumerate() {
             let base = s.raw_lock(true, "eval output")?;
             held.outs += 1;
-            if i < out_bases.len() {
-                out_bases[i] = base;
-            }
+            out_bases[i] = Ptr(base as *mut f32);
             let p = match self.out_stage[i] {
                 None => base as *mut f32,
                 // SAFETY: reserved at bind time.
@@ -263,12 +268,7 @@ impl BindingImpl for CpuBinding {
         }
         for (i, s) in self.outputs.iter().enumerate() {
             if let Some(at) = self.out_stage[i] {
-                let base = if i < out_bases.len() {
-                    out_bases[i]
-                } else {
-                    s.raw_lock(true, "eval output")
-                        .unwrap_or(std::ptr::null_mut())
-                };
+                let base = out_bases[i].get();
                 // SAFETY: the output is write-locked; staging holds `elements` floats.
                 unsafe {
                     let src = std::slice::from_raw_parts(arena_ptr.add(at), s.elements());

@@ -81,6 +81,7 @@ pub fn compile(program: &Program, weights: &Weights, round: bool) -> Result<Plan
         steps: Vec::new(),
         vals: HashMap::new(),
         lits: HashMap::new(),
+        dtypes: HashMap::new(),
         uses: HashMap::new(),
         temp_len: 0,
     };
@@ -101,6 +102,7 @@ pub fn compile(program: &Program, weights: &Weights, round: bool) -> Result<Plan
     let mut inputs = Vec::new();
     for (i, param) in f.params.iter().enumerate() {
         check_numeric(&param.name, &param.ty)?;
+        p.dtypes.insert(param.name.clone(), param.ty.dtype);
         let buf = p.buf(BufKind::Input(i));
         p.vals.insert(
             param.name.clone(),
@@ -119,6 +121,11 @@ pub fn compile(program: &Program, weights: &Weights, round: bool) -> Result<Plan
     }
     let mut outputs = Vec::new();
     for (i, r) in f.returns.iter().enumerate() {
+        if f.returns[..i].contains(r) {
+            return Err(unsupported(format!(
+                "`{r}` is returned twice; outputs are bound by name, so return distinct variables"
+            )));
+        }
         let ty = f
             .type_of(r)
             .cloned()
@@ -176,6 +183,8 @@ struct Planner<'w> {
     vals: HashMap<String, Val>,
     /// Literals of `const` statements, for option arguments.
     lits: HashMap<String, Literal>,
+    /// Declared dtype of every parameter and statement result.
+    dtypes: HashMap<String, DType>,
     uses: HashMap<String, usize>,
     temp_len: usize,
 }
@@ -397,6 +406,7 @@ impl Planner<'_> {
             Op::ScaledDotProductAttention => self.sdpa(s)?,
         };
         self.vals.insert(s.output.clone(), val);
+        self.dtypes.insert(s.output.clone(), s.ty.dtype);
         Ok(())
     }
 
@@ -956,7 +966,7 @@ impl Planner<'_> {
         let (mask, bool_mask) = if s.arg("attn_mask").is_some() {
             let m = self.view(s, "attn_mask")?;
             let dtype = match s.arg("attn_mask") {
-                Some(Arg::Var(n)) => self.lits.get(n).map(|l| l.ty().dtype),
+                Some(Arg::Var(n)) => self.dtypes.get(n).copied(),
                 Some(Arg::Literal(l)) => Some(l.ty().dtype),
                 _ => None,
             };

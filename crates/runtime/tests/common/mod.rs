@@ -157,8 +157,16 @@ pub fn bshape(a: &[usize], b: &[usize]) -> Vec<usize> {
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let da = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             if da == 1 {
                 db
             } else {
@@ -354,7 +362,6 @@ pub fn assert_close(what: &str, got: &[f32], want: &T, tol: Tol) {
         want.shape
     );
     let mean = want.data.iter().map(|x| x.abs()).sum::<f64>() / want.data.len().max(1) as f64;
-    let mut worst = (0.0f64, 0usize);
     for (i, (&g, &w)) in got.iter().zip(&want.data).enumerate() {
         let err = (g as f64 - w).abs();
         let bound = tol.abs + tol.rel * (w.abs() + mean);
@@ -364,8 +371,5 @@ pub fn assert_close(what: &str, got: &[f32], want: &T, tol: Tol) {
             "{what}: element {i} of {:?} is {g}, expected {w} (|err| {err:e} > {bound:e})",
             want.shape
         );
-        if err > worst.0 {
-            worst = (err, i);
-        }
     }
 }

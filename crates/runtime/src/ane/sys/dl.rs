@@ -28,7 +28,13 @@ impl Library {
         let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         match NonNull::new(handle) {
             Some(handle) => Ok(Library { handle, path }),
-            None => Err(SysError::Missing(format!("{path}: {}", last_error()))),
+            None => {
+                let e = last_error();
+                let reason = e
+                    .strip_prefix(path)
+                    .map_or(e.as_str(), |r| r.trim_start_matches(": "));
+                Err(SysError::Missing(format!("{path}: {reason}")))
+            }
         }
     }
 

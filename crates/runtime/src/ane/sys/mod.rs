@@ -51,9 +51,11 @@ fn apple() -> Result<&'static Apple, SysError> {
         .get_or_init(|| {
             // The framework first: its absence is the informative message on other machines.
             dl::Library::open(ANE_FRAMEWORK).map_err(|e| {
+                let e = e.to_string();
+                let reason = e.strip_prefix(ANE_FRAMEWORK).unwrap_or(&e);
                 SysError::Missing(format!(
-                    "AppleNeuralEngine.framework not found at {ANE_FRAMEWORK} ({e}): this is \
-                     not macOS on Apple Silicon; use --device cpu or ane-sim"
+                    "AppleNeuralEngine.framework not found at {ANE_FRAMEWORK}: this is not \
+                     macOS on Apple Silicon; use --device cpu or ane-sim (dlopen{reason})"
                 ))
             })?;
             let objc = Objc::load()?;
@@ -201,10 +203,8 @@ impl AneSys for AppleSys {
         a.request.new_request(
             &a.objc,
             &a.ns,
-            inputs,
-            input_indices,
-            outputs,
-            output_indices,
+            (inputs, input_indices),
+            (outputs, output_indices),
             procedure,
         )
     }

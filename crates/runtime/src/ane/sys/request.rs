@@ -50,16 +50,14 @@ impl RequestApi {
 
     /// Wraps every surface with `objectWithIOSurface:` and builds the request with
     /// `weightsBuffer:nil perfStats:nil procedureIndex:@(procedure)` (an NSNumber, not an
-    /// integer). Returns it retained; it retains its surface objects, which retain their
+    /// integer). Each side is (surfaces, symbol indices). Returns it retained; it retains its surface objects, which retain their
     /// IOSurfaces.
     pub fn new_request(
         &self,
         objc: &'static Objc,
         ns: &Foundation,
-        inputs: &[&IoSurfaceRef],
-        input_indices: &[usize],
-        outputs: &[&IoSurfaceRef],
-        output_indices: &[usize],
+        (inputs, input_indices): (&[&IoSurfaceRef], &[usize]),
+        (outputs, output_indices): (&[&IoSurfaceRef], &[usize]),
         procedure: usize,
     ) -> Result<Retained, SysError> {
         let _pool = objc.pool();
