@@ -28,6 +28,8 @@ enum Command {
     /// Work with MIL program text.
     #[command(subcommand)]
     Mil(cmd::mil::MilCommand),
+    /// Hardware smoke test: one small kernel per weight mode, checked against the CPU device.
+    Selftest(cmd::selftest::SelftestArgs),
     /// Benchmarks (print a table; --json writes the numbers).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),
         Command::Bench(c) => cmd::bench::run(&c),
+        Command::Selftest(args) => cmd::selftest::run(&args),
     };
     match result {
         Ok(code) => code,

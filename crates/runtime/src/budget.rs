@@ -3,7 +3,8 @@
 //! The Neural Engine leaks resources with every compile; after about 119 compiles in one process,
 //! compiles start to fail (`reference/ane-upstream.md` §1.5). Each compile first takes one unit
 //! of the budget; when the budget is spent the caller checkpoints and restarts the process.
-//! Cache hits do not compile and take nothing.
+//! Loads served from the compile cache are counted too (the ANE driver takes one unit for each),
+//! until it is measured whether they leak like real compiles.
 //!
 //! The limit comes from `ANE_MAX_COMPILES` (default [`DEFAULT_MAX_COMPILES`]) or from a CLI flag,
 //! both validated by [`parse_limit`]: unlike upstream's `atoi`, a bad value is an error, never a

@@ -40,13 +40,36 @@ fn allocs_per_eval(device: &str, program: &ane_mil::Program, weights: &Weights) 
     let dt = dev.capabilities().surface_dtypes[0];
     let k = dev.compile(program, weights).unwrap();
     let info = k.info().clone();
-    let ins: Vec<Surface> = info.inputs.iter().map(|d| dev.surface(&d.ty.shape, dt).unwrap()).collect();
-    let outs: Vec<Surface> = info.outputs.iter().map(|d| dev.surface(&d.ty.shape, dt).unwrap()).collect();
+    let ins: Vec<Surface> = info
+        .inputs
+        .iter()
+        .map(|d| dev.surface(&d.ty.shape, dt).unwrap())
+        .collect();
+    let outs: Vec<Surface> = info
+        .outputs
+        .iter()
+        .map(|d| dev.surface(&d.ty.shape, dt).unwrap())
+        .collect();
     for s in &ins {
-        s.write_f32(&(0..s.elements()).map(|i| (i % 17) as f32 / 17.0).collect::<Vec<_>>()).unwrap();
+        s.write_f32(
+            &(0..s.elements())
+                .map(|i| (i % 17) as f32 / 17.0)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
     }
-    let ib: Vec<(&str, &Surface)> = info.inputs.iter().map(|d| d.name.as_str()).zip(&ins).collect();
-    let ob: Vec<(&str, &Surface)> = info.outputs.iter().map(|d| d.name.as_str()).zip(&outs).collect();
+    let ib: Vec<(&str, &Surface)> = info
+        .inputs
+        .iter()
+        .map(|d| d.name.as_str())
+        .zip(&ins)
+        .collect();
+    let ob: Vec<(&str, &Surface)> = info
+        .outputs
+        .iter()
+        .map(|d| d.name.as_str())
+        .zip(&outs)
+        .collect();
     let b = k.bind(&ib, &ob).unwrap();
     for _ in 0..3 {
         b.eval().unwrap();
@@ -56,6 +79,30 @@ fn allocs_per_eval(device: &str, program: &ane_mil::Program, weights: &Weights) 
         b.eval().unwrap();
     }
     (ALLOCS.load(Ordering::SeqCst) - before) / 20
+}
+
+/// A 1x1 conv with a BLOBFILE weight, large enough to split across threads.
+fn baked_conv() -> (ane_mil::Program, Weights) {
+    use ane_mil::builder::FunctionBuilder;
+    use ane_mil::{DType, Dialect, Program, TensorType};
+    let mut f = FunctionBuilder::new("main");
+    let x = f
+        .input("x", TensorType::new(DType::Fp16, [1, 256, 1, 256]))
+        .unwrap();
+    let wt = f
+        .blob_constant(
+            "w",
+            TensorType::new(DType::Fp16, [256, 256, 1, 1]),
+            "@model_path/weights/w.bin",
+            64,
+        )
+        .unwrap();
+    let y = f.conv("y", x, wt, 1).unwrap();
+    let mut blob = BlobWriter::new();
+    blob.add_f32_as_f16(&vec![0.01; 256 * 256]);
+    let mut w = Weights::new();
+    w.insert("@model_path/weights/w.bin", blob.finish());
+    (Program::new(Dialect::Ios18, f.finish(&[y]).unwrap()), w)
 }
 
 #[test]
@@ -72,9 +119,31 @@ fn eval_allocates_nothing() {
     let packed = samples::dynamic_matmul_packed(64, 64, 64).unwrap();
     let big = samples::dynamic_matmul_packed(768, 768, 256).unwrap();
     for device in ["cpu", "ane-sim"] {
-        assert_eq!(allocs_per_eval(device, &rms, &w), 0, "{device}: RMSNorm (fused elementwise + reduce)");
-        eprintln!("{device}: attention {}", allocs_per_eval(device, &att, &w));
-        eprintln!("{device}: small packed {}", allocs_per_eval(device, &packed, &w));
+        assert_eq!(
+            allocs_per_eval(device, &rms, &w),
+            0,
+            "{device}: RMSNorm (fused elementwise + reduce)"
+        );
+        assert_eq!(
+            allocs_per_eval(device, &att, &w),
+            0,
+            "{device}: attention (views, batched matmuls, softmax)"
+        );
+        assert_eq!(
+            allocs_per_eval(device, &packed, &w),
+            0,
+            "{device}: small packed matmul"
+        );
     }
-    eprintln!("large packed matmul: {} allocations per eval", allocs_per_eval("cpu", &big, &w));
+    assert_eq!(
+        allocs_per_eval("cpu", &big, &w),
+        0,
+        "large packed matmul split across threads"
+    );
+    let (baked, bw) = baked_conv();
+    assert_eq!(
+        allocs_per_eval("cpu", &baked, &bw),
+        0,
+        "1x1 conv (GEMM fast path)"
+    );
 }

@@ -472,3 +472,21 @@ fn duplicate_returns_are_rejected_clearly() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn cpu_surfaces_are_pooled_by_size_and_come_back_zeroed() {
+    use ane_runtime::cpu::CpuDevice;
+    use ane_runtime::{Device, Fidelity};
+    let dev = CpuDevice::new(Fidelity::Exact);
+    let a = dev.surface(&[1, 64, 1, 64], ane_mil::DType::Fp32).unwrap();
+    a.write_f32(&vec![3.0; 64 * 64]).unwrap();
+    drop(a);
+    let b = dev.surface(&[1, 64, 1, 64], ane_mil::DType::Fp32).unwrap();
+    assert!(
+        b.read_f32().unwrap().iter().all(|&v| v == 0.0),
+        "a reused surface is zeroed"
+    );
+    let _c = dev.surface(&[1, 32, 1, 64], ane_mil::DType::Fp32).unwrap();
+    let stats = dev.pool_stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+}

@@ -145,6 +145,8 @@ impl Step {
             Step::Fused(f) => f.scratch(),
             Step::Softmax(s) => s.scratch(),
             Step::Sdpa(s) => s.scratch(),
+            Step::Matmul(m) => m.scratch(),
+            Step::Conv(c) => c.scratch(),
             _ => 0,
         }
     }

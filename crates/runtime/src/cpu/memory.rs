@@ -3,7 +3,11 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+use crate::pool::SurfacePool;
 use crate::surface::SurfaceMemory;
 
 /// Alignment of every host allocation, bytes.
@@ -34,6 +38,67 @@ impl HostMemory {
             ptr,
             len: len.max(1),
         })
+    }
+}
+
+impl HostMemory {
+    /// Sets every byte to zero.
+    pub fn zero(&mut self) {
+        // SAFETY: `ptr` addresses `len` bytes owned by `self`, borrowed mutably here.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.len) };
+    }
+}
+
+/// Host memory that returns to a [`SurfacePool`] when its Surface is dropped.
+#[derive(Debug)]
+pub struct PooledMemory {
+    mem: ManuallyDrop<HostMemory>,
+    pool: Arc<SurfacePool<HostMemory>>,
+}
+
+impl PooledMemory {
+    /// Zeroed memory of `len` bytes: reused from `pool` when it holds an allocation of that
+    /// size, else freshly allocated.
+    pub fn new(pool: &Arc<SurfacePool<HostMemory>>, len: usize) -> Result<Self> {
+        let mem = match pool.take(len) {
+            Some(mut m) => {
+                m.zero();
+                m
+            }
+            None => HostMemory::new(len)?,
+        };
+        Ok(PooledMemory {
+            mem: ManuallyDrop::new(mem),
+            pool: pool.clone(),
+        })
+    }
+
+    fn mem(&self) -> &HostMemory {
+        &self.mem
+    }
+}
+
+impl Drop for PooledMemory {
+    fn drop(&mut self) {
+        // SAFETY: `mem` is taken exactly once, here, and never touched again.
+        let m = unsafe { ManuallyDrop::take(&mut self.mem) };
+        let len = m.len;
+        drop(self.pool.give(len, m));
+    }
+}
+
+// SAFETY: forwards to the owned HostMemory, which meets the contract.
+unsafe impl SurfaceMemory for PooledMemory {
+    fn len(&self) -> usize {
+        self.mem().len
+    }
+
+    fn lock(&self, write: bool) -> Result<*mut u8> {
+        self.mem().lock(write)
+    }
+
+    fn unlock(&self, write: bool) {
+        self.mem().unlock(write)
     }
 }
 

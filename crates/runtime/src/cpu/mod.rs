@@ -16,7 +16,7 @@ pub mod sgemm;
 
 use std::sync::{Arc, Mutex};
 
-pub use memory::HostMemory;
+pub use memory::{HostMemory, PooledMemory};
 
 use ane_mil::{DType, Dialect, Program};
 
@@ -25,6 +25,7 @@ use self::plan::Plan;
 use crate::device::{BindingOrder, Capabilities, Device, DeviceKind, Fidelity, Realtime};
 use crate::error::{Error, Result};
 use crate::kernel::{BindingImpl, Kernel, KernelImpl, KernelInfo};
+use crate::pool::SurfacePool;
 use crate::rules;
 use crate::surface::Surface;
 use crate::weights::Weights;
@@ -33,11 +34,23 @@ use crate::weights::Weights;
 #[derive(Debug)]
 pub struct CpuDevice {
     caps: Capabilities,
+    pool: Arc<SurfacePool<HostMemory>>,
 }
 
 impl CpuDevice {
-    /// A CPU device with the given fidelity (`Exact` = `cpu`, `Ane` = `ane-sim`).
+    /// A CPU device with the given fidelity (`Exact` = `cpu`, `Ane` = `ane-sim`) and a surface
+    /// pool of the default capacity.
     pub fn new(fidelity: Fidelity) -> Self {
+        Self::with_pool(fidelity, Arc::new(SurfacePool::default()))
+    }
+
+    /// Counters of the surface pool (allocations reused when surfaces are dropped).
+    pub fn pool_stats(&self) -> crate::pool::PoolStats {
+        self.pool.stats()
+    }
+
+    /// A CPU device whose surfaces come from (and return to) `pool`.
+    pub fn with_pool(fidelity: Fidelity, pool: Arc<SurfacePool<HostMemory>>) -> Self {
         let ane = fidelity == Fidelity::Ane;
         CpuDevice {
             caps: Capabilities {
@@ -66,6 +79,7 @@ impl CpuDevice {
                     if ane { ", Neural Engine fidelity" } else { "" }
                 ),
             },
+            pool,
         }
     }
 }
@@ -100,15 +114,19 @@ impl Device for CpuDevice {
                 self.caps.kind, self.caps.surface_dtypes
             )));
         }
-        Surface::new(shape, dtype, Box::new(HostMemory::new(alloc_bytes)?))
+        Surface::new(
+            shape,
+            dtype,
+            Box::new(PooledMemory::new(&self.pool, alloc_bytes)?),
+        )
     }
 
     fn realtime_begin(&self) -> Realtime {
-        Realtime::Unavailable("not implemented yet".into())
+        crate::realtime::begin()
     }
 
     fn realtime_end(&self) -> Realtime {
-        Realtime::Unavailable("not implemented yet".into())
+        crate::realtime::end()
     }
 }
 

@@ -83,6 +83,7 @@ pub fn compile(program: &Program, weights: &Weights, round: bool) -> Result<Plan
         lits: HashMap::new(),
         dtypes: HashMap::new(),
         uses: HashMap::new(),
+        matmul_of: HashMap::new(),
         temp_len: 0,
     };
     for s in &f.body {
@@ -186,6 +187,9 @@ struct Planner<'w> {
     /// Declared dtype of every parameter and statement result.
     dtypes: HashMap<String, DType>,
     uses: HashMap<String, usize>,
+    /// The Matmul step (and result variable) that writes each matmul result buffer, for
+    /// relayout by a following transpose.
+    matmul_of: HashMap<BufId, (usize, String)>,
     temp_len: usize,
 }
 
@@ -277,10 +281,17 @@ impl Planner<'_> {
                     .iter()
                     .map(|&p| ane_mil::ops::normalize_axis(p, x.layout.shape.len()).unwrap_or(0))
                     .collect();
-                Val::View(View {
-                    buf: x.buf,
-                    layout: x.layout.transpose(&perm),
-                })
+                let only_user = match s.arg("x") {
+                    Some(Arg::Var(v)) if self.uses.get(v) == Some(&1) => Some(v.clone()),
+                    _ => None,
+                };
+                match self.relayout_matmul(&x, &perm, only_user) {
+                    Some(v) => Val::View(v),
+                    None => Val::View(View {
+                        buf: x.buf,
+                        layout: x.layout.transpose(&perm),
+                    }),
+                }
             }
             Op::SliceBySize => {
                 let x = self.view(s, "x")?;
@@ -727,6 +738,38 @@ impl Planner<'_> {
         }
     }
 
+    /// When `x` is the whole contiguous result of a matmul used only by this transpose, makes
+    /// the matmul write its result directly in the transposed order, so the transpose is
+    /// contiguous and any reshape after it is a free view (no copy, ever).
+    fn relayout_matmul(&mut self, x: &View, perm: &[usize], var: Option<String>) -> Option<View> {
+        let (idx, result) = self.matmul_of.get(&x.buf)?.clone();
+        let whole = matches!(self.bufs[x.buf], BufKind::Temp { len, .. } if len == x.layout.len());
+        if var.as_ref() != Some(&result)
+            || !whole
+            || x.layout.offset != 0
+            || x.layout != Layout::contiguous(&x.layout.shape)
+        {
+            return None;
+        }
+        let Step::Matmul(mm) = &mut self.steps[idx] else {
+            return None;
+        };
+        let t = x.layout.transpose(perm);
+        let target = Layout::contiguous(&t.shape);
+        let mut strides = vec![0isize; perm.len()];
+        for (d, &p) in perm.iter().enumerate() {
+            strides[p] = target.strides[d];
+        }
+        let r = strides.len();
+        mm.batch_strides[2] = strides[..r - 2].to_vec();
+        mm.dst = (strides[r - 2], strides[r - 1]);
+        self.matmul_of.remove(&x.buf);
+        Some(View {
+            buf: x.buf,
+            layout: target,
+        })
+    }
+
     fn matmul(&mut self, s: &Statement) -> Result<Val> {
         let (x, y) = (self.view(s, "x")?, self.view(s, "y")?);
         let (tx, ty) = (self.flag(s, "transpose_x"), self.flag(s, "transpose_y"));
@@ -777,6 +820,8 @@ impl Planner<'_> {
             rhs: mat(&y.layout, ty),
             dst: (n as isize, 1),
         };
+        self.matmul_of
+            .insert(out, (self.steps.len(), s.output.clone()));
         self.emit(Step::Matmul(step), out, len);
         Ok(Val::View(View {
             buf: out,

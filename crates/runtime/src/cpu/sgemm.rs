@@ -47,7 +47,16 @@ fn nc(n: usize) -> usize {
 /// and not overlapping A or B); `scratch` must hold [`scratch_len`]`(n, tasks)` floats not used
 /// by anyone else during the call.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: Mat, scratch: Ptr, tasks: usize) {
+pub unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    scratch: Ptr,
+    tasks: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -108,12 +117,19 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, dst: *mut f
         for j0 in (0..nb).step_by(NR) {
             let w = NR.min(nb - j0);
             for p in 0..kb {
-                let row = b.ptr.get().offset((pc + p) as isize * b.rs + (jc + j0) as isize * b.cs);
+                let row = b
+                    .ptr
+                    .get()
+                    .offset((pc + p) as isize * b.rs + (jc + j0) as isize * b.cs);
                 if b.cs == 1 && w == NR {
                     std::ptr::copy_nonoverlapping(row, d, NR);
                 } else {
                     for j in 0..NR {
-                        *d.add(j) = if j < w { *row.offset(j as isize * b.cs) } else { 0.0 };
+                        *d.add(j) = if j < w {
+                            *row.offset(j as isize * b.cs)
+                        } else {
+                            0.0
+                        };
                     }
                 }
                 d = d.add(NR);
@@ -129,11 +145,18 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, dst: *mut f
         let mut d = dst;
         for i0 in (0..mb).step_by(MR) {
             let h = MR.min(mb - i0);
-            let base = a.ptr.get().offset((ic + i0) as isize * a.rs + pc as isize * a.cs);
+            let base = a
+                .ptr
+                .get()
+                .offset((ic + i0) as isize * a.rs + pc as isize * a.cs);
             for p in 0..kb {
                 let col = base.offset(p as isize * a.cs);
                 for i in 0..MR {
-                    *d.add(i) = if i < h { *col.offset(i as isize * a.rs) } else { 0.0 };
+                    *d.add(i) = if i < h {
+                        *col.offset(i as isize * a.rs)
+                    } else {
+                        0.0
+                    };
                 }
                 d = d.add(MR);
             }
@@ -143,7 +166,18 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, dst: *mut f
 
 /// Multiplies one packed `mb×kb` A block by one packed `kb×nb` B block into C.
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_tile(mb: usize, nb: usize, kb: usize, ap: *const f32, bp: *const f32, c: Mat, ic: usize, jc: usize, acc: bool, fma: bool) {
+unsafe fn macro_tile(
+    mb: usize,
+    nb: usize,
+    kb: usize,
+    ap: *const f32,
+    bp: *const f32,
+    c: Mat,
+    ic: usize,
+    jc: usize,
+    acc: bool,
+    fma: bool,
+) {
     let mut tile = [0f32; MR * NR];
     for (jp, j0) in (0..nb).step_by(NR).enumerate() {
         let w = NR.min(nb - j0);
@@ -154,7 +188,10 @@ unsafe fn macro_tile(mb: usize, nb: usize, kb: usize, ap: *const f32, bp: *const
                 let a = ap.add(ip * MR * kb);
                 let b = bp.add(jp * NR * kb);
                 micro(kb, a, b, &mut tile, fma);
-                let cbase = c.ptr.get().offset((ic + i0) as isize * c.rs + (jc + j0) as isize * c.cs);
+                let cbase = c
+                    .ptr
+                    .get()
+                    .offset((ic + i0) as isize * c.rs + (jc + j0) as isize * c.cs);
                 for i in 0..h {
                     let crow = cbase.offset(i as isize * c.rs);
                     let t = &tile[i * NR..i * NR + w];
@@ -188,7 +225,12 @@ unsafe fn micro(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * N
     let mut acc = [[0f32; NR]; MR];
     for p in 0..kc {
         // SAFETY: packed panels hold kc steps of MR and NR floats.
-        let (ar, br) = unsafe { (std::slice::from_raw_parts(a.add(p * MR), MR), std::slice::from_raw_parts(b.add(p * NR), NR)) };
+        let (ar, br) = unsafe {
+            (
+                std::slice::from_raw_parts(a.add(p * MR), MR),
+                std::slice::from_raw_parts(b.add(p * NR), NR),
+            )
+        };
         for i in 0..MR {
             for j in 0..NR {
                 acc[i][j] += ar[i] * br[j];
@@ -232,7 +274,9 @@ mod tests {
         let mut c = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
-                c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                c[i * n + j] = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum();
             }
         }
         c
@@ -245,7 +289,14 @@ mod tests {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
             ((seed >> 9) % 2001) as f32 / 1000.0 - 1.0
         };
-        for &(m, n, k) in &[(1, 1, 1), (7, 17, 5), (73, 33, 300), (6, 16, 256), (130, 70, 513), (5, 40, 0)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (7, 17, 5),
+            (73, 33, 300),
+            (6, 16, 256),
+            (130, 70, 513),
+            (5, 40, 0),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let want = reference(m, n, k, &a, &b);
@@ -254,17 +305,34 @@ mod tests {
                 for c_rowmajor in [true, false] {
                     let mut c = vec![f32::NAN; m * n];
                     let mut scratch = vec![0f32; scratch_len(n, tasks)];
-                    let (rs, cs) = if c_rowmajor { (n as isize, 1) } else { (1, m as isize) };
+                    let (rs, cs) = if c_rowmajor {
+                        (n as isize, 1)
+                    } else {
+                        (1, m as isize)
+                    };
                     // A read transposed-in-memory: store Aᵀ and pass swapped strides.
                     let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+                    // SAFETY: the vectors hold exactly the elements the strides address.
                     unsafe {
                         sgemm(
                             m,
                             n,
                             k,
-                            Mat { ptr: Ptr(at.as_ptr() as *mut f32), rs: 1, cs: m as isize },
-                            Mat { ptr: Ptr(b.as_ptr() as *mut f32), rs: n as isize, cs: 1 },
-                            Mat { ptr: Ptr(c.as_mut_ptr()), rs, cs },
+                            Mat {
+                                ptr: Ptr(at.as_ptr() as *mut f32),
+                                rs: 1,
+                                cs: m as isize,
+                            },
+                            Mat {
+                                ptr: Ptr(b.as_ptr() as *mut f32),
+                                rs: n as isize,
+                                cs: 1,
+                            },
+                            Mat {
+                                ptr: Ptr(c.as_mut_ptr()),
+                                rs,
+                                cs,
+                            },
                             Ptr(scratch.as_mut_ptr()),
                             tasks,
                         )
@@ -273,7 +341,10 @@ mod tests {
                         for j in 0..n {
                             let got = c[(i as isize * rs + j as isize * cs) as usize] as f64;
                             let w = want[i * n + j];
-                            assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "({m},{n},{k}) [{i},{j}] {got} vs {w}");
+                            assert!(
+                                (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                "({m},{n},{k}) [{i},{j}] {got} vs {w}"
+                            );
                         }
                     }
                 }
@@ -296,15 +367,58 @@ mod tests {
         for round in 0..5 {
             let t = std::time::Instant::now();
             for _ in 0..20 {
+                // SAFETY: contiguous row-major operands of the stated sizes.
                 unsafe {
-                    sgemm(m, n, k, Mat { ptr: Ptr(a.as_ptr() as *mut f32), rs: k as isize, cs: 1 }, Mat { ptr: Ptr(b.as_ptr() as *mut f32), rs: n as isize, cs: 1 }, Mat { ptr: Ptr(c.as_mut_ptr()), rs: n as isize, cs: 1 }, Ptr(scratch.as_mut_ptr()), tasks)
+                    sgemm(
+                        m,
+                        n,
+                        k,
+                        Mat {
+                            ptr: Ptr(a.as_ptr() as *mut f32),
+                            rs: k as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: Ptr(b.as_ptr() as *mut f32),
+                            rs: n as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: Ptr(c.as_mut_ptr()),
+                            rs: n as isize,
+                            cs: 1,
+                        },
+                        Ptr(scratch.as_mut_ptr()),
+                        tasks,
+                    )
                 };
             }
             let ours = flops * 20.0 / t.elapsed().as_secs_f64() / 1e9;
             let t = std::time::Instant::now();
             for _ in 0..20 {
+                // SAFETY: as above.
                 unsafe {
-                    gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, gemm::Parallelism::Rayon(tasks))
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(tasks),
+                    )
                 };
             }
             let theirs = flops * 20.0 / t.elapsed().as_secs_f64() / 1e9;

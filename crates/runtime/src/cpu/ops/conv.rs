@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::super::exec::{BufId, Ctx, Ptr};
+use super::super::sgemm::{scratch_len, sgemm, Mat};
 
 /// A conv step over contiguous input, weight and output buffers.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +37,11 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// Scratch floats per task (for the GEMM of the 1x1 fast path).
+    pub fn scratch(&self) -> usize {
+        scratch_len(self.in_shape[2] * self.in_shape[3], 1)
+    }
+
     /// Runs the convolution.
     pub fn run(&self, ctx: &Ctx<'_>) {
         let [n, ic, h, w] = self.in_shape;
@@ -48,35 +54,31 @@ impl Conv {
             kh == 1 && kw == 1 && self.strides == [1, 1] && self.pad == [0, 0] && self.groups == 1;
         if linear {
             let hw = h * w;
-            let par = if oc * hw * ic >= 1 << 18 && ctx.tasks > 1 {
-                gemm::Parallelism::Rayon(ctx.tasks)
-            } else {
-                gemm::Parallelism::None
-            };
             for b in 0..n {
-                // SAFETY: buffers were sized by the planner for these shapes; batch b writes
-                // its own output block.
+                // SAFETY: buffers were sized by the planner for these shapes; batch b writes its
+                // own output block; the whole scratch area is reserved for this step.
                 unsafe {
-                    gemm::gemm(
+                    sgemm(
                         oc,
                         hw,
                         ic,
-                        out.get().add(b * oc * hw),
-                        1,
-                        hw as isize,
-                        false,
-                        wt.get(),
-                        1,
-                        ic as isize,
-                        x.get().add(b * ic * hw),
-                        1,
-                        hw as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        par,
+                        Mat {
+                            ptr: wt,
+                            rs: ic as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: Ptr(x.get().add(b * ic * hw)),
+                            rs: hw as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: Ptr(out.get().add(b * oc * hw)),
+                            rs: hw as isize,
+                            cs: 1,
+                        },
+                        Ptr(ctx.scratch(0)),
+                        ctx.tasks,
                     )
                 };
             }

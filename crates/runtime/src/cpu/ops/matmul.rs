@@ -1,15 +1,15 @@
-//! Batched matrix product on strided operands, through the `gemm` crate.
+//! Batched matrix product on strided operands.
 //!
 //! `out[b, i, j] = Σ_k X[b, i, k] · Y[b, k, j]` where `X` is `x` or its transpose over the last
 //! two dims (`transpose_x`), likewise `Y`; batch dims broadcast. Operands are read in place with
-//! their strides — transposed and sliced views cost nothing.
+//! their strides — transposed and sliced views cost nothing — and the output may be written
+//! with any strides (the planner uses that to store a product directly in the layout of a
+//! following transpose). Runs on [`crate::cpu::sgemm`], packing into the arena's scratch.
 
-use gemm::Parallelism;
-use rayon::prelude::*;
+use super::super::exec::{split, BufId, Ctx, Ptr};
+use super::super::sgemm::{scratch_len, sgemm, Mat};
 
-use super::super::exec::{BufId, Ctx, Ptr};
-
-/// A matmul step: operand views described by strides, output contiguous.
+/// A matmul step: operand views described by strides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matmul {
     /// Lhs buffer and element offset.
@@ -36,18 +36,22 @@ pub struct Matmul {
     pub dst: (isize, isize),
 }
 
-/// Products at least this many multiply-adds use all threads inside gemm.
+/// Products of at least this many multiply-adds split one GEMM across tasks.
 const PARALLEL_FLOPS: usize = 1 << 18;
 
 impl Matmul {
+    /// Scratch floats per task.
+    pub fn scratch(&self) -> usize {
+        scratch_len(self.n, 1)
+    }
+
     /// Runs every batch.
     pub fn run(&self, ctx: &Ctx<'_>) {
         let nb: usize = self.batch.iter().product();
         let x = Ptr(ctx.buf_ptr(self.x.0));
         let y = Ptr(ctx.buf_ptr(self.y.0));
         let o = Ptr(ctx.buf_ptr(self.out.0));
-        let work = self.m * self.n * self.k;
-        let one = |b: usize, par: Parallelism| {
+        let one = |b: usize, scratch: Ptr, tasks: usize| {
             let (mut ox, mut oy, mut oo) =
                 (self.x.1 as isize, self.y.1 as isize, self.out.1 as isize);
             let mut rem = b;
@@ -59,48 +63,46 @@ impl Matmul {
                 oo += i * self.batch_strides[2][d];
             }
             // SAFETY: the planner sized every buffer for these offsets and strides; each batch
-            // writes a disjoint output block.
+            // writes a disjoint output block; `scratch` is reserved for this call.
             unsafe {
-                gemm::gemm(
+                sgemm(
                     self.m,
                     self.n,
                     self.k,
-                    o.get().offset(oo),
-                    self.dst.1,
-                    self.dst.0,
-                    false,
-                    x.get().offset(ox),
-                    self.lhs.1,
-                    self.lhs.0,
-                    y.get().offset(oy),
-                    self.rhs.1,
-                    self.rhs.0,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
+                    Mat {
+                        ptr: Ptr(x.get().offset(ox)),
+                        rs: self.lhs.0,
+                        cs: self.lhs.1,
+                    },
+                    Mat {
+                        ptr: Ptr(y.get().offset(oy)),
+                        rs: self.rhs.0,
+                        cs: self.rhs.1,
+                    },
+                    Mat {
+                        ptr: Ptr(o.get().offset(oo)),
+                        rs: self.dst.0,
+                        cs: self.dst.1,
+                    },
+                    scratch,
+                    tasks,
                 )
             };
         };
-        if nb == 1 || (work >= PARALLEL_FLOPS && nb < ctx.tasks) {
-            let par = if work >= PARALLEL_FLOPS && ctx.tasks > 1 {
-                Parallelism::Rayon(ctx.tasks)
-            } else {
-                Parallelism::None
-            };
+        let work = self.m * self.n * self.k;
+        if nb < ctx.tasks && work >= PARALLEL_FLOPS {
+            // Few large products: split each one across all tasks (the whole scratch area).
             for b in 0..nb {
-                one(b, par);
-            }
-        } else if work * nb < PARALLEL_FLOPS || ctx.tasks == 1 {
-            for b in 0..nb {
-                one(b, Parallelism::None);
+                one(b, Ptr(ctx.scratch(0)), ctx.tasks);
             }
         } else {
-            (0..nb)
-                .into_par_iter()
-                .for_each(|b| one(b, Parallelism::None));
+            let min = PARALLEL_FLOPS.div_ceil(work.max(1)).max(1);
+            split(nb, ctx.tasks, min, |task, range| {
+                let scratch = Ptr(ctx.scratch(task));
+                for b in range {
+                    one(b, scratch, 1);
+                }
+            });
         }
     }
 }

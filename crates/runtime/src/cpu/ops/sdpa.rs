@@ -3,6 +3,7 @@
 //! additive mask broadcast to `[.., L, S]` (a bool mask adds -∞ where false).
 
 use super::super::exec::{split, BufId, Ctx, Ptr};
+use super::super::sgemm::{scratch_len, sgemm, Mat};
 
 /// An attention mask: buffer and offset, batch strides, and row/column strides of `[L, S]`.
 pub type MaskView = ((BufId, usize), Vec<isize>, (isize, isize));
@@ -31,7 +32,8 @@ pub struct Sdpa {
 impl Sdpa {
     /// Scratch per task: one `[L, S]` score matrix.
     pub fn scratch(&self) -> usize {
-        self.dims[0] * self.dims[1]
+        let [l, s, _, ev] = self.dims;
+        (l * s).next_multiple_of(16) + scratch_len(s.max(ev), 1)
     }
 
     /// Runs every batch.
@@ -65,28 +67,31 @@ impl Sdpa {
                 // SAFETY: offsets and strides come from views inside their buffers; `sc` is
                 // this task's scratch of L·S floats; batch b writes its own output block.
                 unsafe {
-                    gemm::gemm(
+                    let pack = Ptr(sc.add((l * s).next_multiple_of(16)));
+                    sgemm(
                         l,
                         s,
                         e,
-                        sc,
+                        Mat {
+                            ptr: Ptr(q.get().offset(offs[0])),
+                            rs: qr,
+                            cs: qc,
+                        },
+                        Mat {
+                            ptr: Ptr(k.get().offset(offs[1])),
+                            rs: kc,
+                            cs: kr,
+                        },
+                        Mat {
+                            ptr: Ptr(sc),
+                            rs: s as isize,
+                            cs: 1,
+                        },
+                        pack,
                         1,
-                        s as isize,
-                        false,
-                        q.get().offset(offs[0]),
-                        qc,
-                        qr,
-                        k.get().offset(offs[1]),
-                        kr,
-                        kc,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                     let scores = std::slice::from_raw_parts_mut(sc, l * s);
+                    scores.iter_mut().for_each(|x| *x *= scale);
                     if let Some((m, _, (mr, mc))) = &mask {
                         let mp = m.get().offset(offs[4]);
                         for i in 0..l {
@@ -115,26 +120,27 @@ impl Sdpa {
                         let r = 1.0 / sum;
                         row.iter_mut().for_each(|x| *x *= r);
                     }
-                    gemm::gemm(
+                    sgemm(
                         l,
                         ev,
                         s,
-                        out.get().offset(offs[3]),
+                        Mat {
+                            ptr: Ptr(sc),
+                            rs: s as isize,
+                            cs: 1,
+                        },
+                        Mat {
+                            ptr: Ptr(v.get().offset(offs[2])),
+                            rs: vr,
+                            cs: vc,
+                        },
+                        Mat {
+                            ptr: Ptr(out.get().offset(offs[3])),
+                            rs: ev as isize,
+                            cs: 1,
+                        },
+                        pack,
                         1,
-                        ev as isize,
-                        false,
-                        sc,
-                        1,
-                        s as isize,
-                        v.get().offset(offs[2]),
-                        vc,
-                        vr,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             }
