@@ -3,22 +3,23 @@
 //!
 //! `C[m×n] = A[m×k] · B[k×n]` for operands with arbitrary element strides (`rs` = stride
 //! between rows, `cs` = stride between columns), BLIS-style: B is packed in `KC×NC` blocks
-//! into panels of [`NR`] columns, A in `MC×KC` blocks into panels of [`MR`] rows, and an
-//! `MR×NR` micro-kernel (AVX2+FMA where the CPU has it, portable Rust elsewhere) accumulates
-//! each tile. Row blocks of A are split across tasks, each with its own A-packing scratch.
+//! into panels of `nr` columns, A in `MC×KC` blocks into panels of `mr` rows, and an `mr×nr`
+//! micro-kernel accumulates each tile: 8×32 with AVX-512, 6×16 with AVX2+FMA, 6×16 portable
+//! Rust elsewhere (chosen once per call from the CPU's features). Row blocks of A are split
+//! across tasks, each with its own A-packing scratch.
 
 use super::exec::{split, Ptr};
 
-/// Rows of the micro-kernel tile.
-pub const MR: usize = 6;
-/// Columns of the micro-kernel tile.
-pub const NR: usize = 16;
+/// Largest micro-kernel row count.
+pub const MR_MAX: usize = 8;
+/// Largest micro-kernel column count.
+pub const NR_MAX: usize = 32;
 /// Depth of one packed block.
-pub const KC: usize = 256;
-/// Rows of A packed per block (a multiple of MR).
-pub const MC: usize = 72;
-/// Most columns of B packed per block (a multiple of NR).
-pub const NC_MAX: usize = 4096;
+pub const KC: usize = 768;
+/// Rows of A packed per block (a multiple of every micro-kernel's rows).
+pub const MC: usize = 96;
+/// Most columns of B packed per block (a multiple of every micro-kernel's columns).
+pub const NC_MAX: usize = 2048;
 
 /// A matrix operand: base pointer and element strides.
 #[derive(Debug, Clone, Copy)]
@@ -31,21 +32,56 @@ pub struct Mat {
     pub cs: isize,
 }
 
-/// Floats of scratch one product of `n` columns needs for `tasks` tasks.
-pub fn scratch_len(n: usize, tasks: usize) -> usize {
-    KC * nc(n) + tasks.max(1) * MC * KC
+/// Floats of scratch one product of `m×n` needs for `tasks` tasks (enough for either
+/// orientation, see [`sgemm`]).
+pub fn scratch_len(m: usize, n: usize, tasks: usize) -> usize {
+    KC * nc(m.min(n)) + tasks.max(1) * MC * KC
 }
 
 fn nc(n: usize) -> usize {
-    n.next_multiple_of(NR).min(NC_MAX)
+    n.next_multiple_of(NR_MAX).min(NC_MAX)
+}
+
+/// A micro-kernel: `tile[i·nr + j] = Σ_p a[p·mr + i] · b[p·nr + j]` over `kc` packed steps.
+#[derive(Clone, Copy)]
+struct Micro {
+    mr: usize,
+    nr: usize,
+    f: unsafe fn(usize, *const f32, *const f32, *mut f32),
+}
+
+fn micro() -> Micro {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Micro {
+                mr: 8,
+                nr: 32,
+                f: micro_avx512,
+            };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Micro {
+                mr: 6,
+                nr: 16,
+                f: micro_avx2,
+            };
+        }
+    }
+    Micro {
+        mr: 6,
+        nr: 16,
+        f: micro_portable,
+    }
 }
 
 /// Computes `C = A·B` (`m×k` times `k×n`), overwriting `C`.
 ///
 /// # Safety
 /// Every element addressed through the three `Mat`s must be valid (A, B readable, C writable
-/// and not overlapping A or B); `scratch` must hold [`scratch_len`]`(n, tasks)` floats not used
-/// by anyone else during the call.
+/// and not overlapping A or B); `scratch` must hold [`scratch_len`]`(m, n, tasks)` floats not
+/// used by anyone else during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm(
     m: usize,
@@ -60,6 +96,32 @@ pub unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
+    if m < n {
+        // Cᵀ = Bᵀ·Aᵀ: run with the longer dimension as rows, where the blocking is tuned.
+        let t = |x: Mat| Mat {
+            ptr: x.ptr,
+            rs: x.cs,
+            cs: x.rs,
+        };
+        // SAFETY: the same elements, addressed with swapped strides.
+        return unsafe { sgemm_rows(n, m, k, t(b), t(a), t(c), scratch, tasks) };
+    }
+    // SAFETY: per this function's contract.
+    unsafe { sgemm_rows(m, n, k, a, b, c, scratch, tasks) }
+}
+
+/// [`sgemm`] for `m >= n`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    scratch: Ptr,
+    tasks: usize,
+) {
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
@@ -69,17 +131,17 @@ pub unsafe fn sgemm(
         }
         return;
     }
+    let mk = micro();
     let ncb = nc(n);
     let bp = scratch;
     // SAFETY: the A-packing areas follow the B panel area inside `scratch`.
     let ap_base = Ptr(unsafe { scratch.get().add(KC * ncb) });
-    let fma = has_fma();
     for jc in (0..n).step_by(ncb) {
         let nb = ncb.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kb = KC.min(k - pc);
-            // SAFETY: B block inside B; bp holds KC·ncb floats.
-            unsafe { pack_b(b, pc, jc, kb, nb, bp.get()) };
+            // SAFETY: B block inside B; bp holds KC·ncb floats (nb rounded up to nr <= ncb).
+            unsafe { pack_b(b, pc, jc, kb, nb, mk.nr, bp.get()) };
             let blocks = m.div_ceil(MC);
             let min_blocks = if m * nb * kb < (1 << 17) { blocks } else { 1 };
             split(blocks, tasks, min_blocks, |task, range| {
@@ -89,8 +151,8 @@ pub unsafe fn sgemm(
                     for blk in range {
                         let ic = blk * MC;
                         let mb = MC.min(m - ic);
-                        pack_a(a, ic, pc, mb, kb, ap);
-                        macro_tile(mb, nb, kb, ap, bp.get(), c, ic, jc, pc > 0, fma);
+                        pack_a(a, ic, pc, mb, kb, mk.mr, ap);
+                        macro_tile(mk, mb, nb, kb, ap, bp.get(), c, ic, jc, pc > 0);
                     }
                 }
             });
@@ -98,33 +160,23 @@ pub unsafe fn sgemm(
     }
 }
 
-fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Packs `B[pc..pc+kb, jc..jc+nb]` into panels of NR columns: `dst[panel][p][j]`, zero-padded.
-unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, dst: *mut f32) {
+/// Packs `B[pc..pc+kb, jc..jc+nb]` into panels of `nr` columns: `dst[panel][p][j]`,
+/// zero-padded.
+unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, dst: *mut f32) {
     // SAFETY: per the caller's contract.
     unsafe {
         let mut d = dst;
-        for j0 in (0..nb).step_by(NR) {
-            let w = NR.min(nb - j0);
+        for j0 in (0..nb).step_by(nr) {
+            let w = nr.min(nb - j0);
             for p in 0..kb {
                 let row = b
                     .ptr
                     .get()
                     .offset((pc + p) as isize * b.rs + (jc + j0) as isize * b.cs);
-                if b.cs == 1 && w == NR {
-                    std::ptr::copy_nonoverlapping(row, d, NR);
+                if b.cs == 1 && w == nr {
+                    std::ptr::copy_nonoverlapping(row, d, nr);
                 } else {
-                    for j in 0..NR {
+                    for j in 0..nr {
                         *d.add(j) = if j < w {
                             *row.offset(j as isize * b.cs)
                         } else {
@@ -132,33 +184,33 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, dst: *mut f
                         };
                     }
                 }
-                d = d.add(NR);
+                d = d.add(nr);
             }
         }
     }
 }
 
-/// Packs `A[ic..ic+mb, pc..pc+kb]` into panels of MR rows: `dst[panel][p][i]`, zero-padded.
-unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, dst: *mut f32) {
+/// Packs `A[ic..ic+mb, pc..pc+kb]` into panels of `mr` rows: `dst[panel][p][i]`, zero-padded.
+unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, dst: *mut f32) {
     // SAFETY: per the caller's contract.
     unsafe {
         let mut d = dst;
-        for i0 in (0..mb).step_by(MR) {
-            let h = MR.min(mb - i0);
+        for i0 in (0..mb).step_by(mr) {
+            let h = mr.min(mb - i0);
             let base = a
                 .ptr
                 .get()
                 .offset((ic + i0) as isize * a.rs + pc as isize * a.cs);
             for p in 0..kb {
                 let col = base.offset(p as isize * a.cs);
-                for i in 0..MR {
+                for i in 0..mr {
                     *d.add(i) = if i < h {
                         *col.offset(i as isize * a.rs)
                     } else {
                         0.0
                     };
                 }
-                d = d.add(MR);
+                d = d.add(mr);
             }
         }
     }
@@ -167,6 +219,7 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, dst: *mut f
 /// Multiplies one packed `mb×kb` A block by one packed `kb×nb` B block into C.
 #[allow(clippy::too_many_arguments)]
 unsafe fn macro_tile(
+    mk: Micro,
     mb: usize,
     nb: usize,
     kb: usize,
@@ -176,25 +229,28 @@ unsafe fn macro_tile(
     ic: usize,
     jc: usize,
     acc: bool,
-    fma: bool,
 ) {
-    let mut tile = [0f32; MR * NR];
-    for (jp, j0) in (0..nb).step_by(NR).enumerate() {
-        let w = NR.min(nb - j0);
-        for (ip, i0) in (0..mb).step_by(MR).enumerate() {
-            let h = MR.min(mb - i0);
-            // SAFETY: panel offsets stay inside the packed blocks.
+    let mut tile = [0f32; MR_MAX * NR_MAX];
+    let (mr, nr) = (mk.mr, mk.nr);
+    for (jp, j0) in (0..nb).step_by(nr).enumerate() {
+        let w = nr.min(nb - j0);
+        for (ip, i0) in (0..mb).step_by(mr).enumerate() {
+            let h = mr.min(mb - i0);
+            // SAFETY: panel offsets stay inside the packed blocks; the tile holds mr·nr floats.
             unsafe {
-                let a = ap.add(ip * MR * kb);
-                let b = bp.add(jp * NR * kb);
-                micro(kb, a, b, &mut tile, fma);
+                (mk.f)(
+                    kb,
+                    ap.add(ip * mr * kb),
+                    bp.add(jp * nr * kb),
+                    tile.as_mut_ptr(),
+                );
                 let cbase = c
                     .ptr
                     .get()
                     .offset((ic + i0) as isize * c.rs + (jc + j0) as isize * c.cs);
                 for i in 0..h {
                     let crow = cbase.offset(i as isize * c.rs);
-                    let t = &tile[i * NR..i * NR + w];
+                    let t = &tile[i * nr..i * nr + w];
                     if c.cs == 1 {
                         let dst = std::slice::from_raw_parts_mut(crow, w);
                         if acc {
@@ -214,14 +270,10 @@ unsafe fn macro_tile(
     }
 }
 
-/// `tile = Σ_p a[p][0..MR]ᵀ · b[p][0..NR]` over `kc` packed steps.
-unsafe fn micro(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * NR], fma: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if fma {
-        // SAFETY: the CPU has AVX2 and FMA (checked by the caller); pointers per the contract.
-        return unsafe { micro_avx2(kc, a, b, tile) };
-    }
-    let _ = fma;
+/// Portable 6×16 micro-kernel.
+unsafe fn micro_portable(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    const MR: usize = 6;
+    const NR: usize = 16;
     let mut acc = [[0f32; NR]; MR];
     for p in 0..kc {
         // SAFETY: packed panels hold kc steps of MR and NR floats.
@@ -237,16 +289,21 @@ unsafe fn micro(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * N
             }
         }
     }
-    for i in 0..MR {
-        tile[i * NR..(i + 1) * NR].copy_from_slice(&acc[i]);
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: the tile holds MR·NR floats.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), tile.add(i * NR), NR) };
     }
 }
 
+/// AVX2+FMA 6×16 micro-kernel (12 ymm accumulators).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * NR]) {
+unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
     use std::arch::x86_64::*;
-    // SAFETY: the packed panels hold kc·MR and kc·NR floats; unaligned loads/stores only.
+    const MR: usize = 6;
+    const NR: usize = 16;
+    // SAFETY: the packed panels hold kc·MR and kc·NR floats; the tile MR·NR; unaligned
+    // loads/stores only.
     unsafe {
         let mut c = [_mm256_setzero_ps(); 2 * MR];
         for p in 0..kc {
@@ -260,8 +317,36 @@ unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; M
             }
         }
         for i in 0..MR {
-            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), c[2 * i]);
-            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), c[2 * i + 1]);
+            _mm256_storeu_ps(tile.add(i * NR), c[2 * i]);
+            _mm256_storeu_ps(tile.add(i * NR + 8), c[2 * i + 1]);
+        }
+    }
+}
+
+/// AVX-512 8×32 micro-kernel (16 zmm accumulators).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_avx512(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    use std::arch::x86_64::*;
+    const MR: usize = 8;
+    const NR: usize = 32;
+    // SAFETY: the packed panels hold kc·MR and kc·NR floats; the tile MR·NR; unaligned
+    // loads/stores only.
+    unsafe {
+        let mut c = [_mm512_setzero_ps(); 2 * MR];
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * NR));
+            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+            let ap = a.add(p * MR);
+            for i in 0..MR {
+                let ai = _mm512_set1_ps(*ap.add(i));
+                c[2 * i] = _mm512_fmadd_ps(ai, b0, c[2 * i]);
+                c[2 * i + 1] = _mm512_fmadd_ps(ai, b1, c[2 * i + 1]);
+            }
+        }
+        for i in 0..MR {
+            _mm512_storeu_ps(tile.add(i * NR), c[2 * i]);
+            _mm512_storeu_ps(tile.add(i * NR + 16), c[2 * i + 1]);
         }
     }
 }
@@ -304,7 +389,7 @@ mod tests {
                 // Row-major C, and a transposed (column-major) C.
                 for c_rowmajor in [true, false] {
                     let mut c = vec![f32::NAN; m * n];
-                    let mut scratch = vec![0f32; scratch_len(n, tasks)];
+                    let mut scratch = vec![0f32; scratch_len(m, n, tasks)];
                     let (rs, cs) = if c_rowmajor {
                         (n as isize, 1)
                     } else {
@@ -362,7 +447,7 @@ mod tests {
         let b = vec![0.25f32; k * n];
         let mut c = vec![0f32; m * n];
         let tasks = rayon::current_num_threads();
-        let mut scratch = vec![0f32; scratch_len(n, tasks)];
+        let mut scratch = vec![0f32; scratch_len(m, n, tasks)];
         let flops = 2.0 * (m * n * k) as f64;
         for round in 0..5 {
             let t = std::time::Instant::now();

@@ -39,7 +39,7 @@ pub struct Conv {
 impl Conv {
     /// Scratch floats per task (for the GEMM of the 1x1 fast path).
     pub fn scratch(&self) -> usize {
-        scratch_len(self.in_shape[2] * self.in_shape[3], 1)
+        scratch_len(self.w_shape[0], self.in_shape[2] * self.in_shape[3], 1)
     }
 
     /// Runs the convolution.

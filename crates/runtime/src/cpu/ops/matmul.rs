@@ -42,7 +42,7 @@ const PARALLEL_FLOPS: usize = 1 << 18;
 impl Matmul {
     /// Scratch floats per task.
     pub fn scratch(&self) -> usize {
-        scratch_len(self.n, 1)
+        scratch_len(self.m, self.n, 1)
     }
 
     /// Runs every batch.

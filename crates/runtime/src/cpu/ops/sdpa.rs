@@ -33,7 +33,7 @@ impl Sdpa {
     /// Scratch per task: one `[L, S]` score matrix.
     pub fn scratch(&self) -> usize {
         let [l, s, _, ev] = self.dims;
-        (l * s).next_multiple_of(16) + scratch_len(s.max(ev), 1)
+        (l * s).next_multiple_of(16) + scratch_len(l, s.max(ev), 1)
     }
 
     /// Runs every batch.
