@@ -1,6 +1,15 @@
 //! `ane-train`: the LLaMA-family model, its device kernels and host ops, the optimizer and the
 //! trainer. It sees devices only through the `ane-runtime` `Device` trait.
 //!
-//! This crate is being built; see `DESIGN.md`.
+//! - [`model`] — model configurations (presets and TOML files, validated);
+//! - [`kernels`] — one MIL generator per device kernel, each in the three weight modes;
+//! - [`host`] — the host ops (embedding, RMSNorm, RoPE, SiLU, GQA, loss, dW GEMMs) on
+//!   channel-first `[C, S]` f32 buffers, each with an f64 reference test.
+
+#![deny(missing_docs)]
+
+pub mod host;
+pub mod kernels;
+pub mod model;
 
 pub use ane_runtime as runtime;

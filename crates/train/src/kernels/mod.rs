@@ -1,0 +1,1 @@
+//! Device kernel generators (being written).
