@@ -82,6 +82,20 @@ pub struct Capabilities {
     pub description: String,
 }
 
+impl Capabilities {
+    /// Checks that surfaces of `dtype` can be allocated on this device.
+    pub fn check_surface_dtype(&self, dtype: DType) -> Result<()> {
+        if self.surface_dtypes.contains(&dtype) {
+            Ok(())
+        } else {
+            Err(Error::Surface(format!(
+                "{} surfaces hold {:?}, not {dtype}",
+                self.kind, self.surface_dtypes
+            )))
+        }
+    }
+}
+
 /// Whether realtime scheduling is in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Realtime {

@@ -132,29 +132,25 @@ fn read_npy(path: &Path, shape: &[usize]) -> Result<Vec<f32>> {
 
 /// Writes a surface as .npy in its own dtype.
 fn write_npy(path: &Path, surface: &Surface) -> Result<()> {
+    match surface.dtype() {
+        DType::Fp16 => write_values(path, surface, surface.read::<f16>()?.to_vec()),
+        _ => write_values(path, surface, surface.read_f32()?),
+    }
+}
+
+fn write_values<T: npyz::AutoSerialize>(
+    path: &Path,
+    surface: &Surface,
+    data: Vec<T>,
+) -> Result<()> {
     let shape: Vec<u64> = surface.shape().iter().map(|&d| d as u64).collect();
     let file = BufWriter::new(File::create(path)?);
-    match surface.dtype() {
-        DType::Fp16 => {
-            let data: Vec<f16> = surface.read::<f16>()?.to_vec();
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(file)
-                .begin_nd()?;
-            w.extend(data)?;
-            w.finish()?;
-        }
-        _ => {
-            let data = surface.read_f32()?;
-            let mut w = npyz::WriteOptions::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(file)
-                .begin_nd()?;
-            w.extend(data)?;
-            w.finish()?;
-        }
-    }
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()?;
+    w.extend(data)?;
+    w.finish()?;
     Ok(())
 }

@@ -171,12 +171,7 @@ impl<S: AneSys> Device for AneDevice<S> {
         alloc_bytes: usize,
     ) -> Result<Surface> {
         let sh = &self.shared;
-        if !sh.caps.surface_dtypes.contains(&dtype) {
-            return Err(Error::Surface(format!(
-                "ane surfaces hold {:?}, not {dtype} (cast inside the program instead)",
-                sh.caps.surface_dtypes
-            )));
-        }
+        sh.caps.check_surface_dtype(dtype)?;
         let data = shape
             .iter()
             .try_fold(2usize, |a, &d| a.checked_mul(d))

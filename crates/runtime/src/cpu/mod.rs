@@ -108,12 +108,7 @@ impl Device for CpuDevice {
         dtype: DType,
         alloc_bytes: usize,
     ) -> Result<Surface> {
-        if !self.caps.surface_dtypes.contains(&dtype) {
-            return Err(Error::Surface(format!(
-                "{} surfaces hold {:?}, not {dtype}",
-                self.caps.kind, self.caps.surface_dtypes
-            )));
-        }
+        self.caps.check_surface_dtype(dtype)?;
         Surface::new(
             shape,
             dtype,
