@@ -581,6 +581,10 @@ impl Planner<'_> {
     }
 
     /// The argument as an expression tree, fusing single-use elementwise producers.
+    ///
+    /// A producer is fused only when it has as many elements as the consumer's result: a
+    /// smaller expression that the consumer broadcasts is evaluated once at its own size (fusing
+    /// it would recompute it for every broadcast copy).
     fn expr(&mut self, s: &Statement, key: &str) -> Result<Box<Expr>> {
         let var = match s.arg(key) {
             Some(Arg::Var(v)) => Some(v.clone()),
@@ -589,8 +593,9 @@ impl Planner<'_> {
         let single_use = var
             .as_ref()
             .is_some_and(|v| self.uses.get(v).copied().unwrap_or(0) <= 1);
+        let out_len = s.ty.num_elements().unwrap_or(0);
         Ok(match self.arg_val(s, key)? {
-            Val::Expr(e) if single_use => e,
+            Val::Expr(e) if single_use && e.shape.iter().product::<usize>() == out_len => e,
             Val::Const(d, ty) if d.len() == 1 => Box::new(Expr {
                 shape: ty.shape.clone(),
                 node: Node::Scalar(d[0]),
