@@ -10,6 +10,7 @@
 
 pub mod host;
 pub mod kernels;
+pub mod llama;
 pub mod model;
 
 pub use ane_runtime as runtime;

@@ -210,14 +210,15 @@ impl KernelDims {
 /// The KV head that query head `h` attends with: `h / (NH / NKV)` (Hugging Face `repeat_kv`:
 /// consecutive query heads share a KV head). Upstream's forward kernel tiled the whole KV block
 /// instead, i.e. used `h mod NKV`, which disagreed with its own backward for `NKV < NH` (the GQA
-/// defect of `ane-pitfalls.md` §B); every kernel here and the host use this function's rule.
+/// defect of `ane-pitfalls.md` §B); this checks the dims and defers to the one mapping,
+/// [`crate::model::kv_head_of`], that the host ops use too.
 /// Returns `None` for inconsistent dims (`n_kv_heads` 0 or not dividing `n_heads`, or
 /// `h >= n_heads`).
 pub fn gqa_kv_head(h: usize, n_heads: usize, n_kv_heads: usize) -> Option<usize> {
     if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || h >= n_heads {
         return None;
     }
-    Some(h / (n_heads / n_kv_heads))
+    Some(crate::model::kv_head_of(h, n_heads, n_kv_heads))
 }
 
 /// Options shared by all generators.

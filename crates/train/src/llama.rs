@@ -1,0 +1,462 @@
+//! The LLaMA-family model: one sequence's loss and exact gradients, with the matrix work on a
+//! device (the ten kernels of [`crate::kernels`]) and the rest on the host ([`crate::host`]).
+//!
+//! Legend: `D` dim, `S` seq, `H` hidden, `NH`/`NKV` heads, `HD` head dim, `QD = NH·HD`,
+//! `KVD = NKV·HD`, `V` vocab, `α` residual scale. Activations are channel-first `[C, S]` f32.
+//!
+//! Per layer, forward: `xnorm = rms(x)`; `sdpaFwd` → attention, `q_rope`, `k_rope`, `v`;
+//! `woFwd` → `o`; `x2 = x + α·o`; `x2norm = rms(x2)`; `ffnFused` → `x_next`, `h1`, `h3`,
+//! `gate`. Then the final RMSNorm, the tied classifier and cross-entropy on the host.
+//! Backward mirrors it (see [`Model::loss_and_grads`]): dx kernels on the device, dW GEMMs
+//! and RMSNorm/SiLU/RoPE/GQA backward on the host. On fp16 devices the loss is scaled before
+//! backward and the gradients are unscaled at the end.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use ane_mil::DType;
+use ane_runtime::{Binding, Device, Fidelity, Surface, Weights};
+
+use crate::host::{self, Gemm, HostError, RopeTable};
+use crate::kernels::{KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec, LayerWeights, WeightMode};
+use crate::model::{ConfigError, ModelConfig, ParamKind, ParamSpec};
+
+/// Loss scale used on fp16 devices (upstream's constant).
+pub const FP16_LOSS_SCALE: f32 = 256.0;
+
+/// Errors of the model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A kernel could not be generated.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A host op was given bad arguments.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The device failed.
+    #[error(transparent)]
+    Runtime(#[from] ane_runtime::Error),
+    /// The parameter buffer or the token window has the wrong size.
+    #[error("{0}")]
+    Shape(String),
+}
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+/// A compiled kernel with its surfaces and host staging buffers.
+#[derive(Debug)]
+struct Runner {
+    spec: KernelSpec,
+    inputs: Vec<Surface>,
+    output: Surface,
+    binding: Binding,
+    staging: Vec<Vec<f32>>,
+    out: Vec<f32>,
+}
+
+impl Runner {
+    fn new(device: &dyn Device, spec: KernelSpec) -> Result<Runner> {
+        let mut weights = Weights::new();
+        for (path, bytes) in &spec.weights {
+            weights.insert(path.clone(), bytes.clone());
+        }
+        let kernel = device.compile(&spec.program, &weights)?;
+        let dtype = device.capabilities().surface_dtypes[0];
+        let mut inputs = Vec::new();
+        for slot in &spec.inputs {
+            inputs.push(device.surface_with_alloc(&slot.shape, dtype, spec.input_alloc_bytes())?);
+        }
+        let out_slot = &spec.outputs[0];
+        let output = device.surface_with_alloc(&out_slot.shape, dtype, spec.output_alloc_bytes())?;
+        let ins: Vec<(&str, &Surface)> = spec.inputs.iter().map(|s| s.name.as_str()).zip(&inputs).collect();
+        let binding = kernel.bind(&ins, &[(out_slot.name.as_str(), &output)])?;
+        let staging = spec.inputs.iter().map(|s| vec![0.0; s.len()]).collect();
+        let out = vec![0.0; output.elements()];
+        Ok(Runner { spec, inputs, output, binding, staging, out })
+    }
+
+    /// Writes the activation blocks `acts` (by block name) and, where the kernel takes them as
+    /// inputs, the weight blocks from `w`; evaluates; reads the output.
+    fn run(&mut self, acts: &[(&str, &[f32])], w: &LayerWeights<'_>) -> Result<()> {
+        for ((slot, buf), surface) in self.spec.inputs.iter().zip(&mut self.staging).zip(&self.inputs) {
+            for block in &slot.blocks {
+                let src = match block.content {
+                    crate::kernels::BlockContent::Weight { matrix, .. } => w.get(matrix),
+                    _ => acts
+                        .iter()
+                        .find(|(n, _)| *n == block.name)
+                        .map(|(_, a)| *a)
+                        .ok_or_else(|| ModelError::Shape(format!("no activation `{}` given", block.name)))?,
+                };
+                slot.write_block(buf, &block.name, src)?;
+            }
+            surface.write_f32(buf)?;
+        }
+        self.binding.eval()?;
+        self.output.read_f32_into(0, &mut self.out)?;
+        Ok(())
+    }
+
+    fn part(&self, name: &str) -> Result<&[f32]> {
+        Ok(self.spec.outputs[0].read_part(&self.out, name)?)
+    }
+}
+
+/// Kernels for one layer (Baked) or all layers (Packed, Params).
+#[derive(Debug)]
+struct KernelSet(HashMap<KernelKind, Runner>);
+
+impl KernelSet {
+    fn get(&mut self, k: KernelKind) -> Result<&mut Runner> {
+        self.0
+            .get_mut(&k)
+            .ok_or_else(|| ModelError::Shape(format!("kernel {} was not compiled", k.name())))
+    }
+}
+
+/// Activations saved by the forward pass of one layer for backward.
+#[derive(Debug, Default)]
+struct Saved {
+    x: Vec<f32>,
+    xnorm: Vec<f32>,
+    attn_out: Vec<f32>,
+    q_rope: Vec<f32>,
+    k_rope: Vec<f32>,
+    v: Vec<f32>,
+    x2: Vec<f32>,
+    x2norm: Vec<f32>,
+    h1: Vec<f32>,
+    h3: Vec<f32>,
+    gate: Vec<f32>,
+}
+
+/// A model on a device; see the module docs.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    device: Arc<dyn Device>,
+    mode: WeightMode,
+    opts: KernelOptions,
+    dims: KernelDims,
+    table: Vec<ParamSpec>,
+    index: HashMap<(ParamKind, Option<usize>), Range<usize>>,
+    params: Vec<f32>,
+    rope: RopeTable,
+    sets: Vec<KernelSet>,
+    loss_scale: f32,
+}
+
+impl Model {
+    /// A model of `cfg` on `device` in weight mode `mode`, with parameters `params` laid out as
+    /// [`ModelConfig::params`] says. Compiles the kernels (Baked: one set per layer).
+    pub fn new(cfg: ModelConfig, device: Arc<dyn Device>, mode: WeightMode, params: Vec<f32>) -> Result<Model> {
+        cfg.validate()?;
+        if !cfg.tied_classifier {
+            return Err(ModelError::Shape("only the tied classifier is implemented so far".into()));
+        }
+        let table = cfg.params();
+        let total: usize = table.iter().map(ParamSpec::numel).sum();
+        if params.len() != total {
+            return Err(ModelError::Shape(format!("{} parameters given, the config has {total}", params.len())));
+        }
+        let index = table.iter().map(|s| ((s.kind, s.layer), s.range())).collect();
+        let fp16 = device.capabilities().fidelity == Fidelity::Ane || !device.capabilities().surface_dtypes.contains(&DType::Fp32);
+        let opts = KernelOptions {
+            dtype: if fp16 { DType::Fp16 } else { DType::Fp32 },
+            alpha: cfg.residual_alpha(),
+            rope_theta: cfg.rope_theta,
+        };
+        let dims = KernelDims {
+            dim: cfg.dim,
+            q_dim: cfg.q_dim(),
+            kv_dim: cfg.kv_dim(),
+            hidden: cfg.hidden_dim,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            seq: cfg.seq_len,
+        };
+        let rope = RopeTable::new(cfg.head_dim, cfg.seq_len, cfg.rope_theta)?;
+        let mut m = Model {
+            cfg,
+            device,
+            mode,
+            opts,
+            dims,
+            table,
+            index,
+            params,
+            rope,
+            sets: Vec::new(),
+            loss_scale: if fp16 { FP16_LOSS_SCALE } else { 1.0 },
+        };
+        m.compile()?;
+        Ok(m)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The parameter table.
+    pub fn param_table(&self) -> &[ParamSpec] {
+        &self.table
+    }
+
+    /// The flat parameters.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Replaces the parameters (Baked mode recompiles every layer's kernels).
+    pub fn set_params(&mut self, params: Vec<f32>) -> Result<()> {
+        if params.len() != self.params.len() {
+            return Err(ModelError::Shape(format!("{} parameters given, expected {}", params.len(), self.params.len())));
+        }
+        self.params = params;
+        if self.mode == WeightMode::Baked {
+            self.compile()?;
+        }
+        Ok(())
+    }
+
+    fn compile(&mut self) -> Result<()> {
+        let n = if self.mode == WeightMode::Baked { self.cfg.n_layers } else { 1 };
+        let mut sets = Vec::with_capacity(n);
+        for l in 0..n {
+            let w = self.layer_weights(l);
+            let mut set = HashMap::new();
+            for kind in KernelKind::ALL {
+                let spec = kind.generate(&self.dims, &self.opts, self.mode, Some(&w))?;
+                set.insert(kind, Runner::new(self.device.as_ref(), spec)?);
+            }
+            sets.push(KernelSet(set));
+        }
+        self.sets = sets;
+        Ok(())
+    }
+
+    fn p(&self, kind: ParamKind, layer: Option<usize>) -> &[f32] {
+        &self.params[self.index[&(kind, layer)].clone()]
+    }
+
+    fn layer_weights(&self, l: usize) -> LayerWeights<'_> {
+        let g = |k| self.p(k, Some(l));
+        LayerWeights {
+            wq: g(ParamKind::Wq),
+            wk: g(ParamKind::Wk),
+            wv: g(ParamKind::Wv),
+            wo: g(ParamKind::Wo),
+            w1: g(ParamKind::W1),
+            w2: g(ParamKind::W2),
+            w3: g(ParamKind::W3),
+        }
+    }
+
+    /// The mean cross-entropy of predicting `tokens[1..=S]` from `tokens[0..S]`.
+    pub fn loss(&mut self, tokens: &[u32]) -> Result<f32> {
+        Ok(self.run(tokens, false)?.0)
+    }
+
+    /// The loss and the gradient of every parameter (same layout as the parameters) for one
+    /// window of `S + 1` tokens.
+    pub fn loss_and_grads(&mut self, tokens: &[u32]) -> Result<(f32, Vec<f32>)> {
+        let (loss, grads) = self.run(tokens, true)?;
+        Ok((loss, grads.unwrap_or_default()))
+    }
+
+    fn run(&mut self, tokens: &[u32], backward: bool) -> Result<(f32, Option<Vec<f32>>)> {
+        let Model { cfg: c, mode, index, params, rope, sets, loss_scale, .. } = self;
+        let (d, s, v) = (c.dim, c.seq_len, c.vocab_size);
+        if tokens.len() != s + 1 {
+            return Err(ModelError::Shape(format!(
+                "a window holds seq_len + 1 = {} tokens, got {}",
+                s + 1,
+                tokens.len()
+            )));
+        }
+        let (inputs, targets) = (&tokens[..s], &tokens[1..]);
+        let alpha = c.residual_alpha();
+        let get = |k: ParamKind, l: Option<usize>| &params[index[&(k, l)].clone()];
+        let set_of = |l: usize| if *mode == WeightMode::Baked { l } else { 0 };
+        let mut x = vec![0.0; d * s];
+        host::embedding_forward(&mut x, inputs, get(ParamKind::Embed, None), v, d)?;
+        let mut saved: Vec<Saved> = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let w = layer_weights_of(params, index, l);
+            let norms = (get(ParamKind::AttnNorm, Some(l)), get(ParamKind::FfnNorm, Some(l)));
+            let (sv, next) = layer_forward(&mut sets[set_of(l)], c, &w, norms, &x, alpha)?;
+            saved.push(sv);
+            x = next;
+        }
+        let mut xf = vec![0.0; d * s];
+        host::rmsnorm_forward(&mut xf, &x, get(ParamKind::FinalNorm, None), d, s, c.norm_eps)?;
+        let mut logits = vec![0.0; v * s];
+        host::classifier_forward(&mut logits, get(ParamKind::Embed, None), &xf, v, d, s)?;
+        let loss = host::cross_entropy(&mut logits, targets, v, *loss_scale)?;
+        if !backward {
+            return Ok((loss, None));
+        }
+        let mut grads = vec![0.0; params.len()];
+        let embed_range = index[&(ParamKind::Embed, None)].clone();
+        let mut dxf = vec![0.0; d * s];
+        let embed = get(ParamKind::Embed, None);
+        host::classifier_backward(&mut dxf, &mut grads[embed_range.clone()], &logits, embed, &xf, v, d, s)?;
+        let mut dx = vec![0.0; d * s];
+        let fr = index[&(ParamKind::FinalNorm, None)].clone();
+        host::rmsnorm_backward(&mut dx, &mut grads[fr], &dxf, &x, get(ParamKind::FinalNorm, None), d, s, c.norm_eps)?;
+        for l in (0..c.n_layers).rev() {
+            let w = layer_weights_of(params, index, l);
+            let ranges = |k: ParamKind| index[&(k, Some(l))].clone();
+            let ctx = BackwardCtx { cfg: c, rope, w: &w, ranges: &ranges, params, alpha };
+            dx = layer_backward(&mut sets[set_of(l)], &ctx, &saved[l], &dx, &mut grads)?;
+        }
+        host::embedding_backward(&mut grads[embed_range], inputs, &dx, v, d)?;
+        if *loss_scale != 1.0 {
+            let inv = 1.0 / *loss_scale;
+            grads.iter_mut().for_each(|g| *g *= inv);
+        }
+        Ok((loss, Some(grads)))
+    }
+}
+
+/// Runs layer `l`'s forward: returns what backward needs and the layer's output.
+fn layer_forward(
+    set: &mut KernelSet,
+    c: &ModelConfig,
+    w: &LayerWeights<'_>,
+    (att_norm, ffn_norm): (&[f32], &[f32]),
+    x: &[f32],
+    alpha: f32,
+) -> Result<(Saved, Vec<f32>)> {
+    let (d, s, eps) = (c.dim, c.seq_len, c.norm_eps);
+    let mut xnorm = vec![0.0; d * s];
+    host::rmsnorm_forward(&mut xnorm, x, att_norm, d, s, eps)?;
+    let sdpa = set.get(KernelKind::SdpaFwd)?;
+    sdpa.run(&[("xnorm", &xnorm)], w)?;
+    let attn_out = sdpa.part("attn_out")?.to_vec();
+    let q_rope = sdpa.part("q_rope")?.to_vec();
+    let k_rope = sdpa.part("k_rope")?.to_vec();
+    let v = sdpa.part("v")?.to_vec();
+    let wo = set.get(KernelKind::WoFwd)?;
+    wo.run(&[("attn_out", &attn_out)], w)?;
+    let mut x2 = vec![0.0; d * s];
+    host::residual_forward(&mut x2, x, wo.part("o")?, alpha)?;
+    let mut x2norm = vec![0.0; d * s];
+    host::rmsnorm_forward(&mut x2norm, &x2, ffn_norm, d, s, eps)?;
+    let ffn = set.get(KernelKind::FfnFused)?;
+    ffn.run(&[("x2norm", &x2norm), ("x2", &x2)], w)?;
+    let sv = Saved {
+        x: x.to_vec(),
+        xnorm,
+        attn_out,
+        q_rope,
+        k_rope,
+        v,
+        h1: ffn.part("h1")?.to_vec(),
+        h3: ffn.part("h3")?.to_vec(),
+        gate: ffn.part("gate")?.to_vec(),
+        x2,
+        x2norm,
+    };
+    Ok((sv, ffn.part("x_next")?.to_vec()))
+}
+
+/// What one layer's backward reads besides its saved activations.
+struct BackwardCtx<'a, F: Fn(ParamKind) -> Range<usize>> {
+    cfg: &'a ModelConfig,
+    rope: &'a RopeTable,
+    w: &'a LayerWeights<'a>,
+    ranges: &'a F,
+    params: &'a [f32],
+    alpha: f32,
+}
+
+/// Back-propagates `dy` (gradient of the layer's output) through one layer, accumulating
+/// weight gradients into `grads`; returns the gradient of the layer's input.
+fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
+    set: &mut KernelSet,
+    cx: &BackwardCtx<'_, F>,
+    sv: &Saved,
+    dy: &[f32],
+    grads: &mut [f32],
+) -> Result<Vec<f32>> {
+    let c = cx.cfg;
+    let (d, s, hid, qd, kvd) = (c.dim, c.seq_len, c.hidden_dim, c.q_dim(), c.kv_dim());
+    let (nh, nkv, hd, alpha, w) = (c.n_heads, c.n_kv_heads, c.head_dim, cx.alpha, cx.w);
+    let r = cx.ranges;
+    let acc = |m, n| Gemm::new(m, n, s).b_transposed().accumulating();
+    // FFN: dffn = α·dy; dgate = W2ᵀ·dffn; SwiGLU backward; dx_ffn = W1ᵀ·dh1 + W3ᵀ·dh3.
+    let dffn: Vec<f32> = dy.iter().map(|g| g * alpha).collect();
+    let k = set.get(KernelKind::FfnBwdW2t)?;
+    k.run(&[("dffn", &dffn)], w)?;
+    let dgate = k.part("dgate")?.to_vec();
+    host::matmul(&mut grads[r(ParamKind::W2)], &dffn, &sv.gate, acc(d, hid))?;
+    let (mut dh1, mut dh3) = (vec![0.0; hid * s], vec![0.0; hid * s]);
+    host::swiglu_backward(&mut dh1, &mut dh3, &dgate, &sv.h1, &sv.h3)?;
+    let k = set.get(KernelKind::FfnBwdW13t)?;
+    k.run(&[("dh1", &dh1), ("dh3", &dh3)], w)?;
+    let dx_ffn = k.part("dx_ffn")?.to_vec();
+    host::matmul(&mut grads[r(ParamKind::W1)], &dh1, &sv.x2norm, acc(hid, d))?;
+    host::matmul(&mut grads[r(ParamKind::W3)], &dh3, &sv.x2norm, acc(hid, d))?;
+    let mut dx2 = dy.to_vec();
+    let ffn_norm = &cx.params[r(ParamKind::FfnNorm)];
+    host::rmsnorm_backward(&mut dx2, &mut grads[r(ParamKind::FfnNorm)], &dx_ffn, &sv.x2, ffn_norm, d, s, c.norm_eps)?;
+    // Attention output projection: da = Woᵀ·(α·dx2).
+    let dx2s: Vec<f32> = dx2.iter().map(|g| g * alpha).collect();
+    let k = set.get(KernelKind::WotBwd)?;
+    k.run(&[("dx2_scaled", &dx2s)], w)?;
+    let da = k.part("da")?.to_vec();
+    host::matmul(&mut grads[r(ParamKind::Wo)], &dx2s, &sv.attn_out, acc(d, qd))?;
+    // Attention: K and V tiled to the query heads, back through softmax, then reduced.
+    let (mut k_tiled, mut v_tiled) = (vec![0.0; qd * s], vec![0.0; qd * s]);
+    host::gqa_tile(&mut k_tiled, &sv.k_rope, nh, nkv, hd, s)?;
+    host::gqa_tile(&mut v_tiled, &sv.v, nh, nkv, hd, s)?;
+    let k = set.get(KernelKind::SdpaBwd1)?;
+    k.run(&[("q_rope", &sv.q_rope), ("k_tiled", &k_tiled), ("v_tiled", &v_tiled), ("da", &da)], w)?;
+    let dv_full = k.part("dv_full")?.to_vec();
+    let probs = k.part("probs")?.to_vec();
+    let dp = k.part("dp")?.to_vec();
+    let k = set.get(KernelKind::SdpaBwd2)?;
+    k.run(&[("probs", &probs), ("dp", &dp), ("q_rope", &sv.q_rope), ("k_tiled", &k_tiled)], w)?;
+    let dq_rope = k.part("dq_rope")?.to_vec();
+    let dk_full = k.part("dk_full")?.to_vec();
+    let (mut dk_rope, mut dv) = (vec![0.0; kvd * s], vec![0.0; kvd * s]);
+    host::gqa_reduce(&mut dk_rope, &dk_full, nh, nkv, hd, s)?;
+    host::gqa_reduce(&mut dv, &dv_full, nh, nkv, hd, s)?;
+    let (mut dq, mut dk) = (vec![0.0; qd * s], vec![0.0; kvd * s]);
+    host::rope_backward(&mut dq, &dq_rope, cx.rope, nh, hd, s)?;
+    host::rope_backward(&mut dk, &dk_rope, cx.rope, nkv, hd, s)?;
+    for (kind, g, rows) in [(ParamKind::Wq, &dq, qd), (ParamKind::Wk, &dk, kvd), (ParamKind::Wv, &dv, kvd)] {
+        host::matmul(&mut grads[r(kind)], g, &sv.xnorm, acc(rows, d))?;
+    }
+    let k = set.get(KernelKind::QBwd)?;
+    k.run(&[("dq", &dq)], w)?;
+    let mut dxn = k.part("dx_q")?.to_vec();
+    let k = set.get(KernelKind::KvBwd)?;
+    k.run(&[("dk", &dk), ("dv", &dv)], w)?;
+    dxn.iter_mut().zip(k.part("dx_kv")?).for_each(|(a, b)| *a += b);
+    let mut dx = dx2;
+    let att_norm = &cx.params[r(ParamKind::AttnNorm)];
+    host::rmsnorm_backward(&mut dx, &mut grads[r(ParamKind::AttnNorm)], &dxn, &sv.x, att_norm, d, s, c.norm_eps)?;
+    Ok(dx)
+}
+
+fn layer_weights_of<'a>(params: &'a [f32], index: &HashMap<(ParamKind, Option<usize>), Range<usize>>, l: usize) -> LayerWeights<'a> {
+    let g = |k| &params[index[&(k, Some(l))].clone()];
+    LayerWeights {
+        wq: g(ParamKind::Wq),
+        wk: g(ParamKind::Wk),
+        wv: g(ParamKind::Wv),
+        wo: g(ParamKind::Wo),
+        w1: g(ParamKind::W1),
+        w2: g(ParamKind::W2),
+        w3: g(ParamKind::W3),
+    }
+}
