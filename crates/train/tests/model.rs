@@ -1,0 +1,266 @@
+//! The whole model: loss and gradients on every device and weight mode, checked against an
+//! independent f64 reference (plain loops written here) and its central finite differences.
+//!
+//! The tiny config uses grouped-query attention (4 query heads, 2 KV heads) and a residual
+//! scale, so a forward and a backward that disagreed on the head mapping (upstream's defect,
+//! `ane-pitfalls.md` §B) would fail the finite-difference check.
+
+use std::sync::Arc;
+
+use ane_runtime::ane::fake::FakeSys;
+use ane_runtime::ane::{AneDevice, AneOptions};
+use ane_runtime::budget::CompileBudget;
+use ane_runtime::Device;
+use ane_train::kernels::WeightMode;
+use ane_train::llama::Model;
+use ane_train::model::{ModelConfig, ParamKind};
+
+fn tiny() -> ModelConfig {
+    ModelConfig::from_toml_str(
+        r#"
+        name = "tiny-gqa"
+        dim = 32
+        n_layers = 2
+        n_heads = 4
+        n_kv_heads = 2
+        head_dim = 16
+        hidden_dim = 64
+        vocab_size = 48
+        seq_len = 32
+        residual_scale = 0.5
+        "#,
+    )
+    .unwrap()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn init(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
+    let mut rng = Rng(seed);
+    let mut p = Vec::new();
+    for spec in cfg.params() {
+        for _ in 0..spec.numel() {
+            let v = if spec.kind.is_norm() {
+                1.0 + 0.2 * (rng.next() - 0.5)
+            } else {
+                0.6 * (rng.next() - 0.5) / (spec.shape[1] as f64).sqrt() * 3.0
+            };
+            p.push(v as f32);
+        }
+    }
+    p
+}
+
+fn tokens(cfg: &ModelConfig, seed: u64) -> Vec<u32> {
+    let mut rng = Rng(seed);
+    (0..=cfg.seq_len).map(|_| (rng.next() * cfg.vocab_size as f64) as u32).collect()
+}
+
+/// The model in f64 with naive loops: the loss for `params` on `toks`.
+fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
+    let table = cfg.params();
+    let get = |k: ParamKind, l: Option<usize>| {
+        let s = table.iter().find(|s| s.kind == k && s.layer == l).unwrap();
+        &params[s.offset..s.offset + s.numel()]
+    };
+    let (d, s, v) = (cfg.dim, cfg.seq_len, cfg.vocab_size);
+    let (nh, nkv, hd, hid) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim);
+    let alpha = cfg.residual_alpha() as f64;
+    let eps = cfg.norm_eps as f64;
+    let theta = cfg.rope_theta as f64;
+    // x[t][c]: one row per position.
+    let emb = get(ParamKind::Embed, None);
+    let mut x: Vec<Vec<f64>> = (0..s).map(|t| emb[toks[t] as usize * d..][..d].to_vec()).collect();
+    let rms = |x: &[f64], w: &[f64]| -> Vec<f64> {
+        let ms = x.iter().map(|a| a * a).sum::<f64>() / x.len() as f64;
+        let r = 1.0 / (ms + eps).sqrt();
+        x.iter().zip(w).map(|(a, b)| a * r * b).collect()
+    };
+    let mv = |w: &[f64], x: &[f64], rows: usize| -> Vec<f64> {
+        (0..rows).map(|o| (0..x.len()).map(|i| w[o * x.len() + i] * x[i]).sum()).collect()
+    };
+    let rope = |v: &mut [f64], heads: usize, t: usize| {
+        for h in 0..heads {
+            for i in 0..hd / 2 {
+                let ang = t as f64 * theta.powf(-2.0 * i as f64 / hd as f64);
+                let (c, sn) = (ang.cos(), ang.sin());
+                let (a, b) = (v[h * hd + 2 * i], v[h * hd + 2 * i + 1]);
+                v[h * hd + 2 * i] = a * c - b * sn;
+                v[h * hd + 2 * i + 1] = a * sn + b * c;
+            }
+        }
+    };
+    for l in 0..cfg.n_layers {
+        let g = |k| get(k, Some(l));
+        let xn: Vec<Vec<f64>> = x.iter().map(|r| rms(r, g(ParamKind::AttnNorm))).collect();
+        let mut q: Vec<Vec<f64>> = xn.iter().map(|r| mv(g(ParamKind::Wq), r, nh * hd)).collect();
+        let mut k: Vec<Vec<f64>> = xn.iter().map(|r| mv(g(ParamKind::Wk), r, nkv * hd)).collect();
+        let vv: Vec<Vec<f64>> = xn.iter().map(|r| mv(g(ParamKind::Wv), r, nkv * hd)).collect();
+        for t in 0..s {
+            rope(&mut q[t], nh, t);
+            rope(&mut k[t], nkv, t);
+        }
+        let mut att = vec![vec![0.0; nh * hd]; s];
+        for h in 0..nh {
+            let kvh = h / (nh / nkv);
+            for t in 0..s {
+                let scores: Vec<f64> = (0..=t)
+                    .map(|u| (0..hd).map(|e| q[t][h * hd + e] * k[u][kvh * hd + e]).sum::<f64>() / (hd as f64).sqrt())
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|sc| (sc - m).exp()).sum();
+                for (u, sc) in scores.iter().enumerate() {
+                    let p = (sc - m).exp() / z;
+                    for e in 0..hd {
+                        att[t][h * hd + e] += p * vv[u][kvh * hd + e];
+                    }
+                }
+            }
+        }
+        for t in 0..s {
+            let o = mv(g(ParamKind::Wo), &att[t], d);
+            let x2: Vec<f64> = x[t].iter().zip(&o).map(|(a, b)| a + alpha * b).collect();
+            let x2n = rms(&x2, g(ParamKind::FfnNorm));
+            let h1 = mv(g(ParamKind::W1), &x2n, hid);
+            let h3 = mv(g(ParamKind::W3), &x2n, hid);
+            let gate: Vec<f64> = h1.iter().zip(&h3).map(|(a, b)| a / (1.0 + (-a).exp()) * b).collect();
+            let f = mv(g(ParamKind::W2), &gate, d);
+            x[t] = x2.iter().zip(&f).map(|(a, b)| a + alpha * b).collect();
+        }
+    }
+    let mut loss = 0.0;
+    for t in 0..s {
+        let xf = rms(&x[t], get(ParamKind::FinalNorm, None));
+        let logits = mv(emb, &xf, v);
+        let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
+        loss += lse - logits[toks[t + 1] as usize];
+    }
+    loss / s as f64
+}
+
+fn model(device: &str, mode: WeightMode, params: Vec<f32>) -> Model {
+    let dev = ane_runtime::open(device).unwrap();
+    Model::new(tiny(), dev, mode, params).unwrap()
+}
+
+#[test]
+fn loss_matches_the_f64_reference_in_every_mode() {
+    let cfg = tiny();
+    let p = init(&cfg, 1);
+    let t = tokens(&cfg, 2);
+    let p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let want = reference_loss(&cfg, &p64, &t);
+    for mode in WeightMode::ALL {
+        let got = model("cpu", mode, p.clone()).loss(&t).unwrap() as f64;
+        assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{mode:?}: loss {got} vs reference {want}");
+    }
+}
+
+/// Central finite differences of the f64 reference against our gradients, for a few entries
+/// of every parameter tensor (including each tensor's largest gradient), in every mode.
+#[test]
+fn gradients_match_finite_differences_for_every_tensor_and_mode() {
+    let cfg = tiny();
+    let p = init(&cfg, 3);
+    let t = tokens(&cfg, 4);
+    let p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let h = 1e-4;
+    let fd = |i: usize| {
+        let mut a = p64.clone();
+        a[i] += h;
+        let up = reference_loss(&cfg, &a, &t);
+        a[i] -= 2.0 * h;
+        let down = reference_loss(&cfg, &a, &t);
+        (up - down) / (2.0 * h)
+    };
+    let mut results = Vec::new();
+    for mode in WeightMode::ALL {
+        let (_, grads) = model("cpu", mode, p.clone()).loss_and_grads(&t).unwrap();
+        results.push(grads);
+    }
+    let mut failures = Vec::new();
+    let mut rng = Rng(99);
+    for spec in cfg.params() {
+        let range = spec.range();
+        let g = &results[0][range.clone()];
+        let argmax = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        let mut picks = vec![range.start + argmax];
+        picks.extend((0..3).map(|_| range.start + (rng.next() * spec.numel() as f64) as usize));
+        for &i in &picks {
+            let want = fd(i);
+            for (mode, grads) in WeightMode::ALL.iter().zip(&results) {
+                let got = grads[i] as f64;
+                if (got - want).abs() > 2e-4 + 2e-3 * want.abs() {
+                    failures.push(format!("{} ({:?}) [{}] {mode:?}: grad {got:.6e} vs finite difference {want:.6e}", spec.name, spec.kind, i - range.start));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_three_weight_modes_agree_on_cpu() {
+    let cfg = tiny();
+    let p = init(&cfg, 5);
+    let t = tokens(&cfg, 6);
+    let runs: Vec<(f32, Vec<f32>)> = WeightMode::ALL.iter().map(|&m| model("cpu", m, p.clone()).loss_and_grads(&t).unwrap()).collect();
+    for (mode, (loss, grads)) in WeightMode::ALL.iter().zip(&runs).skip(1) {
+        assert!((loss - runs[0].0).abs() <= 1e-5 * runs[0].0.abs(), "{mode:?} loss");
+        let scale = runs[0].1.iter().fold(0f32, |a, b| a.max(b.abs()));
+        for (i, (a, b)) in grads.iter().zip(&runs[0].1).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * scale, "{mode:?} grad[{i}] {a} vs baked {b}");
+        }
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// fp16 devices: the Neural Engine simulator and the ANE driver over the fake framework (which
+/// evaluates on the simulator) give the same numbers, close to the exact ones.
+#[test]
+fn ane_sim_and_the_ane_driver_path_run_a_full_step() {
+    let cfg = tiny();
+    let p = init(&cfg, 7);
+    let t = tokens(&cfg, 8);
+    let (exact_loss, exact) = model("cpu", WeightMode::Packed, p.clone()).loss_and_grads(&t).unwrap();
+    for mode in WeightMode::ALL {
+        let (sim_loss, sim) = model("ane-sim", mode, p.clone()).loss_and_grads(&t).unwrap();
+        assert!((sim_loss - exact_loss).abs() < 2e-2 * exact_loss, "{mode:?}: ane-sim loss {sim_loss} vs {exact_loss}");
+        let c = cosine(&sim, &exact);
+        assert!(c > 0.995, "{mode:?}: ane-sim gradients point elsewhere (cosine {c})");
+        let budget = Arc::new(CompileBudget::new(1000));
+        let fake: Arc<dyn Device> = Arc::new(AneDevice::new(FakeSys::new(), AneOptions::new(budget)).unwrap());
+        let (ane_loss, ane) = Model::new(tiny(), fake, mode, p.clone()).unwrap().loss_and_grads(&t).unwrap();
+        assert_eq!(ane_loss, sim_loss, "{mode:?}: the driver path must match ane-sim exactly");
+        assert_eq!(ane, sim, "{mode:?}: gradients through the driver path");
+    }
+}
+
+#[test]
+fn bad_windows_and_parameters_are_errors() {
+    let cfg = tiny();
+    let p = init(&cfg, 9);
+    let mut m = model("cpu", WeightMode::Params, p.clone());
+    assert!(m.loss(&[1, 2, 3]).unwrap_err().to_string().contains("seq_len + 1 = 33 tokens, got 3"));
+    let mut bad = tokens(&cfg, 1);
+    bad[5] = 48;
+    assert!(m.loss(&bad).unwrap_err().to_string().contains("not a valid id"));
+    let dev = ane_runtime::open("cpu").unwrap();
+    assert!(Model::new(tiny(), dev, WeightMode::Packed, vec![0.0; 3]).is_err());
+}
