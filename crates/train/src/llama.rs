@@ -14,12 +14,15 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ane_mil::DType;
 use ane_runtime::{Binding, Device, Fidelity, Surface, Weights};
 
 use crate::host::{self, Gemm, HostError, RopeTable};
-use crate::kernels::{KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec, LayerWeights, WeightMode};
+use crate::kernels::{
+    KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec, LayerWeights, WeightMode,
+};
 use crate::model::{ConfigError, ModelConfig, ParamKind, ParamSpec};
 
 /// Loss scale used on fp16 devices (upstream's constant).
@@ -57,6 +60,10 @@ struct Runner {
     binding: Binding,
     staging: Vec<Vec<f32>>,
     out: Vec<f32>,
+    /// Time spent in `Binding::eval` since the last [`Model::take_timings`].
+    device: Duration,
+    /// Time spent moving data into and out of surfaces since then.
+    traffic: Duration,
 }
 
 impl Runner {
@@ -72,18 +79,40 @@ impl Runner {
             inputs.push(device.surface_with_alloc(&slot.shape, dtype, spec.input_alloc_bytes())?);
         }
         let out_slot = &spec.outputs[0];
-        let output = device.surface_with_alloc(&out_slot.shape, dtype, spec.output_alloc_bytes())?;
-        let ins: Vec<(&str, &Surface)> = spec.inputs.iter().map(|s| s.name.as_str()).zip(&inputs).collect();
+        let output =
+            device.surface_with_alloc(&out_slot.shape, dtype, spec.output_alloc_bytes())?;
+        let ins: Vec<(&str, &Surface)> = spec
+            .inputs
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(&inputs)
+            .collect();
         let binding = kernel.bind(&ins, &[(out_slot.name.as_str(), &output)])?;
         let staging = spec.inputs.iter().map(|s| vec![0.0; s.len()]).collect();
         let out = vec![0.0; output.elements()];
-        Ok(Runner { spec, inputs, output, binding, staging, out })
+        Ok(Runner {
+            spec,
+            inputs,
+            output,
+            binding,
+            staging,
+            out,
+            device: Duration::ZERO,
+            traffic: Duration::ZERO,
+        })
     }
 
     /// Writes the activation blocks `acts` (by block name) and, where the kernel takes them as
     /// inputs, the weight blocks from `w`; evaluates; reads the output.
     fn run(&mut self, acts: &[(&str, &[f32])], w: &LayerWeights<'_>) -> Result<()> {
-        for ((slot, buf), surface) in self.spec.inputs.iter().zip(&mut self.staging).zip(&self.inputs) {
+        let t0 = Instant::now();
+        for ((slot, buf), surface) in self
+            .spec
+            .inputs
+            .iter()
+            .zip(&mut self.staging)
+            .zip(&self.inputs)
+        {
             for block in &slot.blocks {
                 let src = match block.content {
                     crate::kernels::BlockContent::Weight { matrix, .. } => w.get(matrix),
@@ -91,14 +120,20 @@ impl Runner {
                         .iter()
                         .find(|(n, _)| *n == block.name)
                         .map(|(_, a)| *a)
-                        .ok_or_else(|| ModelError::Shape(format!("no activation `{}` given", block.name)))?,
+                        .ok_or_else(|| {
+                            ModelError::Shape(format!("no activation `{}` given", block.name))
+                        })?,
                 };
                 slot.write_block(buf, &block.name, src)?;
             }
             surface.write_f32(buf)?;
         }
+        let t1 = Instant::now();
         self.binding.eval()?;
+        let t2 = Instant::now();
         self.output.read_f32_into(0, &mut self.out)?;
+        self.device += t2 - t1;
+        self.traffic += (t1 - t0) + t2.elapsed();
         Ok(())
     }
 
@@ -135,6 +170,20 @@ struct Saved {
     gate: Vec<f32>,
 }
 
+/// Where the time of the last [`Model::loss`] / [`Model::loss_and_grads`] went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimings {
+    /// Wall time of the whole call.
+    pub total: Duration,
+    /// Inside device kernel evaluations.
+    pub device: Duration,
+    /// Writing kernel inputs (activations, and weights in Packed/Params) into surfaces and
+    /// reading outputs back.
+    pub traffic: Duration,
+    /// Everything else: host ops (norms, RoPE, GQA, loss, dW GEMMs) and bookkeeping.
+    pub host: Duration,
+}
+
 /// A model on a device; see the module docs.
 #[derive(Debug)]
 pub struct Model {
@@ -149,23 +198,38 @@ pub struct Model {
     rope: RopeTable,
     sets: Vec<KernelSet>,
     loss_scale: f32,
+    timings: StepTimings,
 }
 
 impl Model {
     /// A model of `cfg` on `device` in weight mode `mode`, with parameters `params` laid out as
     /// [`ModelConfig::params`] says. Compiles the kernels (Baked: one set per layer).
-    pub fn new(cfg: ModelConfig, device: Arc<dyn Device>, mode: WeightMode, params: Vec<f32>) -> Result<Model> {
+    pub fn new(
+        cfg: ModelConfig,
+        device: Arc<dyn Device>,
+        mode: WeightMode,
+        params: Vec<f32>,
+    ) -> Result<Model> {
         cfg.validate()?;
         if !cfg.tied_classifier {
-            return Err(ModelError::Shape("only the tied classifier is implemented so far".into()));
+            return Err(ModelError::Shape(
+                "only the tied classifier is implemented so far".into(),
+            ));
         }
         let table = cfg.params();
         let total: usize = table.iter().map(ParamSpec::numel).sum();
         if params.len() != total {
-            return Err(ModelError::Shape(format!("{} parameters given, the config has {total}", params.len())));
+            return Err(ModelError::Shape(format!(
+                "{} parameters given, the config has {total}",
+                params.len()
+            )));
         }
-        let index = table.iter().map(|s| ((s.kind, s.layer), s.range())).collect();
-        let fp16 = device.capabilities().fidelity == Fidelity::Ane || !device.capabilities().surface_dtypes.contains(&DType::Fp32);
+        let index = table
+            .iter()
+            .map(|s| ((s.kind, s.layer), s.range()))
+            .collect();
+        let fp16 = device.capabilities().fidelity == Fidelity::Ane
+            || !device.capabilities().surface_dtypes.contains(&DType::Fp32);
         let opts = KernelOptions {
             dtype: if fp16 { DType::Fp16 } else { DType::Fp32 },
             alpha: cfg.residual_alpha(),
@@ -194,6 +258,7 @@ impl Model {
             rope,
             sets: Vec::new(),
             loss_scale: if fp16 { FP16_LOSS_SCALE } else { 1.0 },
+            timings: StepTimings::default(),
         };
         m.compile()?;
         Ok(m)
@@ -217,7 +282,11 @@ impl Model {
     /// Replaces the parameters (Baked mode recompiles every layer's kernels).
     pub fn set_params(&mut self, params: Vec<f32>) -> Result<()> {
         if params.len() != self.params.len() {
-            return Err(ModelError::Shape(format!("{} parameters given, expected {}", params.len(), self.params.len())));
+            return Err(ModelError::Shape(format!(
+                "{} parameters given, expected {}",
+                params.len(),
+                self.params.len()
+            )));
         }
         self.params = params;
         if self.mode == WeightMode::Baked {
@@ -227,7 +296,11 @@ impl Model {
     }
 
     fn compile(&mut self) -> Result<()> {
-        let n = if self.mode == WeightMode::Baked { self.cfg.n_layers } else { 1 };
+        let n = if self.mode == WeightMode::Baked {
+            self.cfg.n_layers
+        } else {
+            1
+        };
         let mut sets = Vec::with_capacity(n);
         for l in 0..n {
             let w = self.layer_weights(l);
@@ -261,18 +334,50 @@ impl Model {
 
     /// The mean cross-entropy of predicting `tokens[1..=S]` from `tokens[0..S]`.
     pub fn loss(&mut self, tokens: &[u32]) -> Result<f32> {
-        Ok(self.run(tokens, false)?.0)
+        Ok(self.timed(tokens, false)?.0)
     }
 
     /// The loss and the gradient of every parameter (same layout as the parameters) for one
     /// window of `S + 1` tokens.
     pub fn loss_and_grads(&mut self, tokens: &[u32]) -> Result<(f32, Vec<f32>)> {
-        let (loss, grads) = self.run(tokens, true)?;
+        let (loss, grads) = self.timed(tokens, true)?;
         Ok((loss, grads.unwrap_or_default()))
     }
 
+    /// Where the time of the last call went.
+    pub fn timings(&self) -> StepTimings {
+        self.timings
+    }
+
+    fn timed(&mut self, tokens: &[u32], backward: bool) -> Result<(f32, Option<Vec<f32>>)> {
+        let t = Instant::now();
+        let out = self.run(tokens, backward);
+        let total = t.elapsed();
+        let (mut device, mut traffic) = (Duration::ZERO, Duration::ZERO);
+        for r in self.sets.iter_mut().flat_map(|s| s.0.values_mut()) {
+            device += std::mem::take(&mut r.device);
+            traffic += std::mem::take(&mut r.traffic);
+        }
+        self.timings = StepTimings {
+            total,
+            device,
+            traffic,
+            host: total.saturating_sub(device + traffic),
+        };
+        out
+    }
+
     fn run(&mut self, tokens: &[u32], backward: bool) -> Result<(f32, Option<Vec<f32>>)> {
-        let Model { cfg: c, mode, index, params, rope, sets, loss_scale, .. } = self;
+        let Model {
+            cfg: c,
+            mode,
+            index,
+            params,
+            rope,
+            sets,
+            loss_scale,
+            ..
+        } = self;
         let (d, s, v) = (c.dim, c.seq_len, c.vocab_size);
         if tokens.len() != s + 1 {
             return Err(ModelError::Shape(format!(
@@ -290,13 +395,23 @@ impl Model {
         let mut saved: Vec<Saved> = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
             let w = layer_weights_of(params, index, l);
-            let norms = (get(ParamKind::AttnNorm, Some(l)), get(ParamKind::FfnNorm, Some(l)));
+            let norms = (
+                get(ParamKind::AttnNorm, Some(l)),
+                get(ParamKind::FfnNorm, Some(l)),
+            );
             let (sv, next) = layer_forward(&mut sets[set_of(l)], c, &w, norms, &x, alpha)?;
             saved.push(sv);
             x = next;
         }
         let mut xf = vec![0.0; d * s];
-        host::rmsnorm_forward(&mut xf, &x, get(ParamKind::FinalNorm, None), d, s, c.norm_eps)?;
+        host::rmsnorm_forward(
+            &mut xf,
+            &x,
+            get(ParamKind::FinalNorm, None),
+            d,
+            s,
+            c.norm_eps,
+        )?;
         let mut logits = vec![0.0; v * s];
         host::classifier_forward(&mut logits, get(ParamKind::Embed, None), &xf, v, d, s)?;
         let loss = host::cross_entropy(&mut logits, targets, v, *loss_scale)?;
@@ -307,14 +422,39 @@ impl Model {
         let embed_range = index[&(ParamKind::Embed, None)].clone();
         let mut dxf = vec![0.0; d * s];
         let embed = get(ParamKind::Embed, None);
-        host::classifier_backward(&mut dxf, &mut grads[embed_range.clone()], &logits, embed, &xf, v, d, s)?;
+        host::classifier_backward(
+            &mut dxf,
+            &mut grads[embed_range.clone()],
+            &logits,
+            embed,
+            &xf,
+            v,
+            d,
+            s,
+        )?;
         let mut dx = vec![0.0; d * s];
         let fr = index[&(ParamKind::FinalNorm, None)].clone();
-        host::rmsnorm_backward(&mut dx, &mut grads[fr], &dxf, &x, get(ParamKind::FinalNorm, None), d, s, c.norm_eps)?;
+        host::rmsnorm_backward(
+            &mut dx,
+            &mut grads[fr],
+            &dxf,
+            &x,
+            get(ParamKind::FinalNorm, None),
+            d,
+            s,
+            c.norm_eps,
+        )?;
         for l in (0..c.n_layers).rev() {
             let w = layer_weights_of(params, index, l);
             let ranges = |k: ParamKind| index[&(k, Some(l))].clone();
-            let ctx = BackwardCtx { cfg: c, rope, w: &w, ranges: &ranges, params, alpha };
+            let ctx = BackwardCtx {
+                cfg: c,
+                rope,
+                w: &w,
+                ranges: &ranges,
+                params,
+                alpha,
+            };
             dx = layer_backward(&mut sets[set_of(l)], &ctx, &saved[l], &dx, &mut grads)?;
         }
         host::embedding_backward(&mut grads[embed_range], inputs, &dx, v, d)?;
@@ -407,24 +547,54 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     host::matmul(&mut grads[r(ParamKind::W3)], &dh3, &sv.x2norm, acc(hid, d))?;
     let mut dx2 = dy.to_vec();
     let ffn_norm = &cx.params[r(ParamKind::FfnNorm)];
-    host::rmsnorm_backward(&mut dx2, &mut grads[r(ParamKind::FfnNorm)], &dx_ffn, &sv.x2, ffn_norm, d, s, c.norm_eps)?;
+    host::rmsnorm_backward(
+        &mut dx2,
+        &mut grads[r(ParamKind::FfnNorm)],
+        &dx_ffn,
+        &sv.x2,
+        ffn_norm,
+        d,
+        s,
+        c.norm_eps,
+    )?;
     // Attention output projection: da = Woᵀ·(α·dx2).
     let dx2s: Vec<f32> = dx2.iter().map(|g| g * alpha).collect();
     let k = set.get(KernelKind::WotBwd)?;
     k.run(&[("dx2_scaled", &dx2s)], w)?;
     let da = k.part("da")?.to_vec();
-    host::matmul(&mut grads[r(ParamKind::Wo)], &dx2s, &sv.attn_out, acc(d, qd))?;
+    host::matmul(
+        &mut grads[r(ParamKind::Wo)],
+        &dx2s,
+        &sv.attn_out,
+        acc(d, qd),
+    )?;
     // Attention: K and V tiled to the query heads, back through softmax, then reduced.
     let (mut k_tiled, mut v_tiled) = (vec![0.0; qd * s], vec![0.0; qd * s]);
     host::gqa_tile(&mut k_tiled, &sv.k_rope, nh, nkv, hd, s)?;
     host::gqa_tile(&mut v_tiled, &sv.v, nh, nkv, hd, s)?;
     let k = set.get(KernelKind::SdpaBwd1)?;
-    k.run(&[("q_rope", &sv.q_rope), ("k_tiled", &k_tiled), ("v_tiled", &v_tiled), ("da", &da)], w)?;
+    k.run(
+        &[
+            ("q_rope", &sv.q_rope),
+            ("k_tiled", &k_tiled),
+            ("v_tiled", &v_tiled),
+            ("da", &da),
+        ],
+        w,
+    )?;
     let dv_full = k.part("dv_full")?.to_vec();
     let probs = k.part("probs")?.to_vec();
     let dp = k.part("dp")?.to_vec();
     let k = set.get(KernelKind::SdpaBwd2)?;
-    k.run(&[("probs", &probs), ("dp", &dp), ("q_rope", &sv.q_rope), ("k_tiled", &k_tiled)], w)?;
+    k.run(
+        &[
+            ("probs", &probs),
+            ("dp", &dp),
+            ("q_rope", &sv.q_rope),
+            ("k_tiled", &k_tiled),
+        ],
+        w,
+    )?;
     let dq_rope = k.part("dq_rope")?.to_vec();
     let dk_full = k.part("dk_full")?.to_vec();
     let (mut dk_rope, mut dv) = (vec![0.0; kvd * s], vec![0.0; kvd * s]);
@@ -433,7 +603,11 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let (mut dq, mut dk) = (vec![0.0; qd * s], vec![0.0; kvd * s]);
     host::rope_backward(&mut dq, &dq_rope, cx.rope, nh, hd, s)?;
     host::rope_backward(&mut dk, &dk_rope, cx.rope, nkv, hd, s)?;
-    for (kind, g, rows) in [(ParamKind::Wq, &dq, qd), (ParamKind::Wk, &dk, kvd), (ParamKind::Wv, &dv, kvd)] {
+    for (kind, g, rows) in [
+        (ParamKind::Wq, &dq, qd),
+        (ParamKind::Wk, &dk, kvd),
+        (ParamKind::Wv, &dv, kvd),
+    ] {
         host::matmul(&mut grads[r(kind)], g, &sv.xnorm, acc(rows, d))?;
     }
     let k = set.get(KernelKind::QBwd)?;
@@ -441,14 +615,29 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let mut dxn = k.part("dx_q")?.to_vec();
     let k = set.get(KernelKind::KvBwd)?;
     k.run(&[("dk", &dk), ("dv", &dv)], w)?;
-    dxn.iter_mut().zip(k.part("dx_kv")?).for_each(|(a, b)| *a += b);
+    dxn.iter_mut()
+        .zip(k.part("dx_kv")?)
+        .for_each(|(a, b)| *a += b);
     let mut dx = dx2;
     let att_norm = &cx.params[r(ParamKind::AttnNorm)];
-    host::rmsnorm_backward(&mut dx, &mut grads[r(ParamKind::AttnNorm)], &dxn, &sv.x, att_norm, d, s, c.norm_eps)?;
+    host::rmsnorm_backward(
+        &mut dx,
+        &mut grads[r(ParamKind::AttnNorm)],
+        &dxn,
+        &sv.x,
+        att_norm,
+        d,
+        s,
+        c.norm_eps,
+    )?;
     Ok(dx)
 }
 
-fn layer_weights_of<'a>(params: &'a [f32], index: &HashMap<(ParamKind, Option<usize>), Range<usize>>, l: usize) -> LayerWeights<'a> {
+fn layer_weights_of<'a>(
+    params: &'a [f32],
+    index: &HashMap<(ParamKind, Option<usize>), Range<usize>>,
+    l: usize,
+) -> LayerWeights<'a> {
     let g = |k| &params[index[&(k, Some(l))].clone()];
     LayerWeights {
         wq: g(ParamKind::Wq),
@@ -459,4 +648,37 @@ fn layer_weights_of<'a>(params: &'a [f32], index: &HashMap<(ParamKind, Option<us
         w2: g(ParamKind::W2),
         w3: g(ParamKind::W3),
     }
+}
+
+/// Random initial parameters for `cfg`, laid out as [`ModelConfig::params`]: uniform in
+/// `(-s, s)` per tensor with upstream's scales — `Wq, Wk, Wv`: `1/√D`; `Wo`: `1/√QD · 1/√(2L)`;
+/// `W1, W3`: `1/√H`; `W2`: `1/√D · 1/√(2L)`; embedding and classifier `0.02`; RMSNorm weights 1.
+/// Deterministic for a given `seed` (xorshift64*).
+pub fn init_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let depth = 1.0 / (2.0 * cfg.n_layers as f32).sqrt();
+    let inv_sqrt = |n: usize| 1.0 / (n as f32).sqrt();
+    let mut out = Vec::with_capacity(cfg.param_count());
+    for spec in cfg.params() {
+        let scale = match spec.kind {
+            ParamKind::AttnNorm | ParamKind::FfnNorm | ParamKind::FinalNorm => {
+                out.extend(std::iter::repeat_n(1.0, spec.numel()));
+                continue;
+            }
+            ParamKind::Wq | ParamKind::Wk | ParamKind::Wv => inv_sqrt(cfg.dim),
+            ParamKind::Wo => inv_sqrt(cfg.q_dim()) * depth,
+            ParamKind::W1 | ParamKind::W3 => inv_sqrt(cfg.hidden_dim),
+            ParamKind::W2 => inv_sqrt(cfg.dim) * depth,
+            ParamKind::Embed | ParamKind::Classifier => 0.02,
+        };
+        out.extend((0..spec.numel()).map(|_| uniform() * scale));
+    }
+    out
 }

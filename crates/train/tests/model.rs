@@ -62,7 +62,9 @@ fn init(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
 
 fn tokens(cfg: &ModelConfig, seed: u64) -> Vec<u32> {
     let mut rng = Rng(seed);
-    (0..=cfg.seq_len).map(|_| (rng.next() * cfg.vocab_size as f64) as u32).collect()
+    (0..=cfg.seq_len)
+        .map(|_| (rng.next() * cfg.vocab_size as f64) as u32)
+        .collect()
 }
 
 /// The model in f64 with naive loops: the loss for `params` on `toks`.
@@ -79,14 +81,18 @@ fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
     let theta = cfg.rope_theta as f64;
     // x[t][c]: one row per position.
     let emb = get(ParamKind::Embed, None);
-    let mut x: Vec<Vec<f64>> = (0..s).map(|t| emb[toks[t] as usize * d..][..d].to_vec()).collect();
+    let mut x: Vec<Vec<f64>> = (0..s)
+        .map(|t| emb[toks[t] as usize * d..][..d].to_vec())
+        .collect();
     let rms = |x: &[f64], w: &[f64]| -> Vec<f64> {
         let ms = x.iter().map(|a| a * a).sum::<f64>() / x.len() as f64;
         let r = 1.0 / (ms + eps).sqrt();
         x.iter().zip(w).map(|(a, b)| a * r * b).collect()
     };
     let mv = |w: &[f64], x: &[f64], rows: usize| -> Vec<f64> {
-        (0..rows).map(|o| (0..x.len()).map(|i| w[o * x.len() + i] * x[i]).sum()).collect()
+        (0..rows)
+            .map(|o| (0..x.len()).map(|i| w[o * x.len() + i] * x[i]).sum())
+            .collect()
     };
     let rope = |v: &mut [f64], heads: usize, t: usize| {
         for h in 0..heads {
@@ -102,9 +108,18 @@ fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
     for l in 0..cfg.n_layers {
         let g = |k| get(k, Some(l));
         let xn: Vec<Vec<f64>> = x.iter().map(|r| rms(r, g(ParamKind::AttnNorm))).collect();
-        let mut q: Vec<Vec<f64>> = xn.iter().map(|r| mv(g(ParamKind::Wq), r, nh * hd)).collect();
-        let mut k: Vec<Vec<f64>> = xn.iter().map(|r| mv(g(ParamKind::Wk), r, nkv * hd)).collect();
-        let vv: Vec<Vec<f64>> = xn.iter().map(|r| mv(g(ParamKind::Wv), r, nkv * hd)).collect();
+        let mut q: Vec<Vec<f64>> = xn
+            .iter()
+            .map(|r| mv(g(ParamKind::Wq), r, nh * hd))
+            .collect();
+        let mut k: Vec<Vec<f64>> = xn
+            .iter()
+            .map(|r| mv(g(ParamKind::Wk), r, nkv * hd))
+            .collect();
+        let vv: Vec<Vec<f64>> = xn
+            .iter()
+            .map(|r| mv(g(ParamKind::Wv), r, nkv * hd))
+            .collect();
         for t in 0..s {
             rope(&mut q[t], nh, t);
             rope(&mut k[t], nkv, t);
@@ -114,7 +129,12 @@ fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
             let kvh = h / (nh / nkv);
             for t in 0..s {
                 let scores: Vec<f64> = (0..=t)
-                    .map(|u| (0..hd).map(|e| q[t][h * hd + e] * k[u][kvh * hd + e]).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|u| {
+                        (0..hd)
+                            .map(|e| q[t][h * hd + e] * k[u][kvh * hd + e])
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|sc| (sc - m).exp()).sum();
@@ -132,7 +152,11 @@ fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
             let x2n = rms(&x2, g(ParamKind::FfnNorm));
             let h1 = mv(g(ParamKind::W1), &x2n, hid);
             let h3 = mv(g(ParamKind::W3), &x2n, hid);
-            let gate: Vec<f64> = h1.iter().zip(&h3).map(|(a, b)| a / (1.0 + (-a).exp()) * b).collect();
+            let gate: Vec<f64> = h1
+                .iter()
+                .zip(&h3)
+                .map(|(a, b)| a / (1.0 + (-a).exp()) * b)
+                .collect();
             let f = mv(g(ParamKind::W2), &gate, d);
             x[t] = x2.iter().zip(&f).map(|(a, b)| a + alpha * b).collect();
         }
@@ -162,7 +186,10 @@ fn loss_matches_the_f64_reference_in_every_mode() {
     let want = reference_loss(&cfg, &p64, &t);
     for mode in WeightMode::ALL {
         let got = model("cpu", mode, p.clone()).loss(&t).unwrap() as f64;
-        assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{mode:?}: loss {got} vs reference {want}");
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{mode:?}: loss {got} vs reference {want}"
+        );
     }
 }
 
@@ -193,7 +220,9 @@ fn gradients_match_finite_differences_for_every_tensor_and_mode() {
     for spec in cfg.params() {
         let range = spec.range();
         let g = &results[0][range.clone()];
-        let argmax = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        let argmax = (0..g.len())
+            .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .unwrap();
         let mut picks = vec![range.start + argmax];
         picks.extend((0..3).map(|_| range.start + (rng.next() * spec.numel() as f64) as usize));
         for &i in &picks {
@@ -201,7 +230,12 @@ fn gradients_match_finite_differences_for_every_tensor_and_mode() {
             for (mode, grads) in WeightMode::ALL.iter().zip(&results) {
                 let got = grads[i] as f64;
                 if (got - want).abs() > 2e-4 + 2e-3 * want.abs() {
-                    failures.push(format!("{} ({:?}) [{}] {mode:?}: grad {got:.6e} vs finite difference {want:.6e}", spec.name, spec.kind, i - range.start));
+                    failures.push(format!(
+                        "{} ({:?}) [{}] {mode:?}: grad {got:.6e} vs finite difference {want:.6e}",
+                        spec.name,
+                        spec.kind,
+                        i - range.start
+                    ));
                 }
             }
         }
@@ -214,12 +248,21 @@ fn the_three_weight_modes_agree_on_cpu() {
     let cfg = tiny();
     let p = init(&cfg, 5);
     let t = tokens(&cfg, 6);
-    let runs: Vec<(f32, Vec<f32>)> = WeightMode::ALL.iter().map(|&m| model("cpu", m, p.clone()).loss_and_grads(&t).unwrap()).collect();
+    let runs: Vec<(f32, Vec<f32>)> = WeightMode::ALL
+        .iter()
+        .map(|&m| model("cpu", m, p.clone()).loss_and_grads(&t).unwrap())
+        .collect();
     for (mode, (loss, grads)) in WeightMode::ALL.iter().zip(&runs).skip(1) {
-        assert!((loss - runs[0].0).abs() <= 1e-5 * runs[0].0.abs(), "{mode:?} loss");
+        assert!(
+            (loss - runs[0].0).abs() <= 1e-5 * runs[0].0.abs(),
+            "{mode:?} loss"
+        );
         let scale = runs[0].1.iter().fold(0f32, |a, b| a.max(b.abs()));
         for (i, (a, b)) in grads.iter().zip(&runs[0].1).enumerate() {
-            assert!((a - b).abs() <= 1e-5 * scale, "{mode:?} grad[{i}] {a} vs baked {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{mode:?} grad[{i}] {a} vs baked {b}"
+            );
         }
     }
 }
@@ -238,16 +281,33 @@ fn ane_sim_and_the_ane_driver_path_run_a_full_step() {
     let cfg = tiny();
     let p = init(&cfg, 7);
     let t = tokens(&cfg, 8);
-    let (exact_loss, exact) = model("cpu", WeightMode::Packed, p.clone()).loss_and_grads(&t).unwrap();
+    let (exact_loss, exact) = model("cpu", WeightMode::Packed, p.clone())
+        .loss_and_grads(&t)
+        .unwrap();
     for mode in WeightMode::ALL {
-        let (sim_loss, sim) = model("ane-sim", mode, p.clone()).loss_and_grads(&t).unwrap();
-        assert!((sim_loss - exact_loss).abs() < 2e-2 * exact_loss, "{mode:?}: ane-sim loss {sim_loss} vs {exact_loss}");
+        let (sim_loss, sim) = model("ane-sim", mode, p.clone())
+            .loss_and_grads(&t)
+            .unwrap();
+        assert!(
+            (sim_loss - exact_loss).abs() < 2e-2 * exact_loss,
+            "{mode:?}: ane-sim loss {sim_loss} vs {exact_loss}"
+        );
         let c = cosine(&sim, &exact);
-        assert!(c > 0.995, "{mode:?}: ane-sim gradients point elsewhere (cosine {c})");
+        assert!(
+            c > 0.995,
+            "{mode:?}: ane-sim gradients point elsewhere (cosine {c})"
+        );
         let budget = Arc::new(CompileBudget::new(1000));
-        let fake: Arc<dyn Device> = Arc::new(AneDevice::new(FakeSys::new(), AneOptions::new(budget)).unwrap());
-        let (ane_loss, ane) = Model::new(tiny(), fake, mode, p.clone()).unwrap().loss_and_grads(&t).unwrap();
-        assert_eq!(ane_loss, sim_loss, "{mode:?}: the driver path must match ane-sim exactly");
+        let fake: Arc<dyn Device> =
+            Arc::new(AneDevice::new(FakeSys::new(), AneOptions::new(budget)).unwrap());
+        let (ane_loss, ane) = Model::new(tiny(), fake, mode, p.clone())
+            .unwrap()
+            .loss_and_grads(&t)
+            .unwrap();
+        assert_eq!(
+            ane_loss, sim_loss,
+            "{mode:?}: the driver path must match ane-sim exactly"
+        );
         assert_eq!(ane, sim, "{mode:?}: gradients through the driver path");
     }
 }
@@ -257,10 +317,18 @@ fn bad_windows_and_parameters_are_errors() {
     let cfg = tiny();
     let p = init(&cfg, 9);
     let mut m = model("cpu", WeightMode::Params, p.clone());
-    assert!(m.loss(&[1, 2, 3]).unwrap_err().to_string().contains("seq_len + 1 = 33 tokens, got 3"));
+    assert!(m
+        .loss(&[1, 2, 3])
+        .unwrap_err()
+        .to_string()
+        .contains("seq_len + 1 = 33 tokens, got 3"));
     let mut bad = tokens(&cfg, 1);
     bad[5] = 48;
-    assert!(m.loss(&bad).unwrap_err().to_string().contains("not a valid id"));
+    assert!(m
+        .loss(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("not a valid id"));
     let dev = ane_runtime::open("cpu").unwrap();
     assert!(Model::new(tiny(), dev, WeightMode::Packed, vec![0.0; 3]).is_err());
 }

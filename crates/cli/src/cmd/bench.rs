@@ -25,6 +25,8 @@ use clap::{Args, Subcommand};
 pub enum BenchCommand {
     /// CPU executor: matmul efficiency, empty-eval overhead, weight modes, realtime latency.
     Runtime(RuntimeArgs),
+    /// One forward+backward of a model, split into device kernels, host ops, surface traffic.
+    ForwardBackward(ForwardBackwardArgs),
 }
 
 /// Arguments of `bench runtime`.
@@ -45,6 +47,7 @@ pub struct RuntimeArgs {
 pub fn run(cmd: &BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Runtime(args) => runtime(args),
+        BenchCommand::ForwardBackward(args) => forward_backward(args),
     }
 }
 
@@ -358,6 +361,102 @@ fn runtime(args: &RuntimeArgs) -> Result<ExitCode> {
         std::fs::write(path, serde_json::to_string_pretty(&j)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `bench forward-backward`.
+#[derive(Debug, Args)]
+pub struct ForwardBackwardArgs {
+    /// Model preset (stories260k, stories15m, stories42m, stories110m, qwen3-0.6b) or a TOML file.
+    #[arg(long, default_value = "stories110m")]
+    pub model: String,
+    /// Device: cpu, ane-sim, ane or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weight mode: baked, packed or params.
+    #[arg(long, default_value = "params")]
+    pub mode: String,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
+    use ane_train::kernels::WeightMode;
+    use ane_train::llama::{init_params, Model};
+    use ane_train::model::ModelConfig;
+    let cfg = if args.model.ends_with(".toml") {
+        ModelConfig::from_toml_file(&args.model)?
+    } else {
+        ModelConfig::preset(&args.model)?
+    };
+    let mode = match args.mode.as_str() {
+        "baked" => WeightMode::Baked,
+        "packed" => WeightMode::Packed,
+        "params" => WeightMode::Params,
+        other => anyhow::bail!("--mode {other:?}: expected baked, packed or params"),
+    };
+    let device = ane_runtime::open(&args.device)?;
+    println!(
+        "ane-train bench forward-backward — {} ({} layers, dim {}, seq {}), {} mode, {}",
+        cfg.name,
+        cfg.n_layers,
+        cfg.dim,
+        cfg.seq_len,
+        mode.name(),
+        device.capabilities().description
+    );
+    let t = Instant::now();
+    let mut model = Model::new(cfg.clone(), device, mode, init_params(&cfg, 42))?;
+    println!("  compiled in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    let tokens: Vec<u32> = fill(cfg.seq_len + 1, 5)
+        .iter()
+        .map(|x| ((x + 1.0) * 0.5 * (cfg.vocab_size - 1) as f32) as u32)
+        .collect();
+    model.loss_and_grads(&tokens)?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let (mut total, mut dev, mut host, mut traffic) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut loss = 0.0;
+    for _ in 0..args.steps.max(1) {
+        loss = model.loss_and_grads(&tokens)?.0;
+        let tm = model.timings();
+        total.push(ms(tm.total));
+        dev.push(ms(tm.device));
+        host.push(ms(tm.host));
+        traffic.push(ms(tm.traffic));
+    }
+    let rows = [
+        ("total", Stat::of(total)),
+        ("device kernels", Stat::of(dev)),
+        ("host ops", Stat::of(host)),
+        ("surface traffic", Stat::of(traffic)),
+    ];
+    println!(
+        "  loss {loss:.4} (random init; ln V = {:.4})",
+        (cfg.vocab_size as f64).ln()
+    );
+    println!(
+        "  ms per forward+backward, median of {} [min, max]:",
+        args.steps.max(1)
+    );
+    for (name, s) in &rows {
+        println!(
+            "    {name:<16} {:9.1}  [{:.1}, {:.1}]",
+            s.median, s.min, s.max
+        );
+    }
+    if let Some(path) = &args.json {
+        let mut j = serde_json::json!({ "model": cfg.name, "mode": mode.name(), "device": args.device, "loss": loss });
+        for (name, s) in &rows {
+            j[name.replace(' ', "_") + "_ms"] = s.json();
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&j)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
