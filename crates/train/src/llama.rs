@@ -211,11 +211,6 @@ impl Model {
         params: Vec<f32>,
     ) -> Result<Model> {
         cfg.validate()?;
-        if !cfg.tied_classifier {
-            return Err(ModelError::Shape(
-                "only the tied classifier is implemented so far".into(),
-            ));
-        }
         let table = cfg.params();
         let total: usize = table.iter().map(ParamSpec::numel).sum();
         if params.len() != total {
@@ -413,7 +408,12 @@ impl Model {
             c.norm_eps,
         )?;
         let mut logits = vec![0.0; v * s];
-        host::classifier_forward(&mut logits, get(ParamKind::Embed, None), &xf, v, d, s)?;
+        let head = if c.tied_classifier {
+            ParamKind::Embed
+        } else {
+            ParamKind::Classifier
+        };
+        host::classifier_forward(&mut logits, get(head, None), &xf, v, d, s)?;
         let loss = host::cross_entropy(&mut logits, targets, v, *loss_scale)?;
         if !backward {
             return Ok((loss, None));
@@ -421,12 +421,12 @@ impl Model {
         let mut grads = vec![0.0; params.len()];
         let embed_range = index[&(ParamKind::Embed, None)].clone();
         let mut dxf = vec![0.0; d * s];
-        let embed = get(ParamKind::Embed, None);
+        let head_range = index[&(head, None)].clone();
         host::classifier_backward(
             &mut dxf,
-            &mut grads[embed_range.clone()],
+            &mut grads[head_range],
             &logits,
-            embed,
+            get(head, None),
             &xf,
             v,
             d,

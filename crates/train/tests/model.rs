@@ -16,7 +16,11 @@ use ane_train::llama::Model;
 use ane_train::model::{ModelConfig, ParamKind};
 
 fn tiny() -> ModelConfig {
-    ModelConfig::from_toml_str(
+    tiny_with("")
+}
+
+fn tiny_with(extra: &str) -> ModelConfig {
+    ModelConfig::from_toml_str(&format!(
         r#"
         name = "tiny-gqa"
         dim = 32
@@ -28,8 +32,9 @@ fn tiny() -> ModelConfig {
         vocab_size = 48
         seq_len = 32
         residual_scale = 0.5
-        "#,
-    )
+        {extra}
+        "#
+    ))
     .unwrap()
 }
 
@@ -161,10 +166,15 @@ fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
             x[t] = x2.iter().zip(&f).map(|(a, b)| a + alpha * b).collect();
         }
     }
+    let head = if cfg.tied_classifier {
+        emb
+    } else {
+        get(ParamKind::Classifier, None)
+    };
     let mut loss = 0.0;
     for t in 0..s {
         let xf = rms(&x[t], get(ParamKind::FinalNorm, None));
-        let logits = mv(emb, &xf, v);
+        let logits = mv(head, &xf, v);
         let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
         loss += lse - logits[toks[t + 1] as usize];
@@ -197,7 +207,15 @@ fn loss_matches_the_f64_reference_in_every_mode() {
 /// of every parameter tensor (including each tensor's largest gradient), in every mode.
 #[test]
 fn gradients_match_finite_differences_for_every_tensor_and_mode() {
-    let cfg = tiny();
+    finite_difference_check(tiny());
+}
+
+#[test]
+fn untied_classifier_gradients_match_finite_differences() {
+    finite_difference_check(tiny_with("tied_classifier = false"));
+}
+
+fn finite_difference_check(cfg: ModelConfig) {
     let p = init(&cfg, 3);
     let t = tokens(&cfg, 4);
     let p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
@@ -212,7 +230,11 @@ fn gradients_match_finite_differences_for_every_tensor_and_mode() {
     };
     let mut results = Vec::new();
     for mode in WeightMode::ALL {
-        let (_, grads) = model("cpu", mode, p.clone()).loss_and_grads(&t).unwrap();
+        let dev = ane_runtime::open("cpu").unwrap();
+        let (_, grads) = Model::new(cfg.clone(), dev, mode, p.clone())
+            .unwrap()
+            .loss_and_grads(&t)
+            .unwrap();
         results.push(grads);
     }
     let mut failures = Vec::new();
@@ -331,4 +353,22 @@ fn bad_windows_and_parameters_are_errors() {
         .contains("not a valid id"));
     let dev = ane_runtime::open("cpu").unwrap();
     assert!(Model::new(tiny(), dev, WeightMode::Packed, vec![0.0; 3]).is_err());
+}
+
+#[test]
+fn untied_loss_matches_reference() {
+    let cfg = tiny_with("tied_classifier = false");
+    let p = init(&cfg, 1);
+    let t = tokens(&cfg, 2);
+    let p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let want = reference_loss(&cfg, &p64, &t);
+    let dev = ane_runtime::open("cpu").unwrap();
+    let got = Model::new(cfg.clone(), dev, WeightMode::Params, p)
+        .unwrap()
+        .loss(&t)
+        .unwrap() as f64;
+    assert!(
+        (got - want).abs() < 1e-4 * want.abs().max(1.0),
+        "untied: loss {got} vs reference {want}"
+    );
 }
