@@ -199,6 +199,7 @@ pub struct Model {
     sets: Vec<KernelSet>,
     loss_scale: f32,
     timings: StepTimings,
+    compaction: Option<host::VocabCompaction>,
 }
 
 impl Model {
@@ -254,6 +255,7 @@ impl Model {
             sets: Vec::new(),
             loss_scale: if fp16 { FP16_LOSS_SCALE } else { 1.0 },
             timings: StepTimings::default(),
+            compaction: None,
         };
         m.compile()?;
         Ok(m)
@@ -339,6 +341,29 @@ impl Model {
         Ok((loss, grads.unwrap_or_default()))
     }
 
+    /// Restricts the classifier and the loss to the token ids of `compaction` (an explicit
+    /// option, as upstream always did: with a 32K–152K vocabulary and a corpus that uses a few
+    /// thousand ids it saves most of the classifier's work). What it changes is in
+    /// [`host::VocabCompaction::report`]: the softmax runs over the active ids only, so the loss
+    /// is not comparable with a full-vocabulary loss, and inactive rows of the classifier get
+    /// no gradient. Every target must be active. `None` restores the full vocabulary.
+    pub fn set_vocab_compaction(
+        &mut self,
+        compaction: Option<host::VocabCompaction>,
+    ) -> Result<()> {
+        if let Some(c) = &compaction {
+            if c.full_vocab() != self.cfg.vocab_size {
+                return Err(ModelError::Shape(format!(
+                    "the compaction is over {} ids, the model's vocabulary has {}",
+                    c.full_vocab(),
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        self.compaction = compaction;
+        Ok(())
+    }
+
     /// Where the time of the last call went.
     pub fn timings(&self) -> StepTimings {
         self.timings
@@ -371,6 +396,7 @@ impl Model {
             rope,
             sets,
             loss_scale,
+            compaction,
             ..
         } = self;
         let (d, s, v) = (c.dim, c.seq_len, c.vocab_size);
@@ -407,14 +433,25 @@ impl Model {
             s,
             c.norm_eps,
         )?;
-        let mut logits = vec![0.0; v * s];
         let head = if c.tied_classifier {
             ParamKind::Embed
         } else {
             ParamKind::Classifier
         };
-        host::classifier_forward(&mut logits, get(head, None), &xf, v, d, s)?;
-        let loss = host::cross_entropy(&mut logits, targets, v, *loss_scale)?;
+        let (cv, head_w, mapped) = match compaction.as_ref() {
+            None => (v, get(head, None).to_vec(), targets.to_vec()),
+            Some(comp) => {
+                let cv = comp.compact_vocab();
+                let mut w = vec![0.0; cv * d];
+                comp.gather_rows(&mut w, get(head, None), d)?;
+                let mut mapped = vec![0; s];
+                comp.map_targets(&mut mapped, targets)?;
+                (cv, w, mapped)
+            }
+        };
+        let mut logits = vec![0.0; cv * s];
+        host::classifier_forward(&mut logits, &head_w, &xf, cv, d, s)?;
+        let loss = host::cross_entropy(&mut logits, &mapped, cv, *loss_scale)?;
         if !backward {
             return Ok((loss, None));
         }
@@ -422,16 +459,15 @@ impl Model {
         let embed_range = index[&(ParamKind::Embed, None)].clone();
         let mut dxf = vec![0.0; d * s];
         let head_range = index[&(head, None)].clone();
-        host::classifier_backward(
-            &mut dxf,
-            &mut grads[head_range],
-            &logits,
-            get(head, None),
-            &xf,
-            v,
-            d,
-            s,
-        )?;
+        let mut dhead = vec![0.0; cv * d];
+        host::classifier_backward(&mut dxf, &mut dhead, &logits, &head_w, &xf, cv, d, s)?;
+        match compaction.as_ref() {
+            None => grads[head_range]
+                .iter_mut()
+                .zip(&dhead)
+                .for_each(|(g, h)| *g += h),
+            Some(comp) => comp.scatter_add_rows(&mut grads[head_range], &dhead, d)?,
+        }
         let mut dx = vec![0.0; d * s];
         let fr = index[&(ParamKind::FinalNorm, None)].clone();
         host::rmsnorm_backward(

@@ -74,6 +74,17 @@ fn tokens(cfg: &ModelConfig, seed: u64) -> Vec<u32> {
 
 /// The model in f64 with naive loops: the loss for `params` on `toks`.
 fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
+    reference_loss_over(cfg, params, toks, None)
+}
+
+/// As [`reference_loss`], with the softmax over the ids in `active` only (vocabulary
+/// compaction).
+fn reference_loss_over(
+    cfg: &ModelConfig,
+    params: &[f64],
+    toks: &[u32],
+    active: Option<&[u32]>,
+) -> f64 {
     let table = cfg.params();
     let get = |k: ParamKind, l: Option<usize>| {
         let s = table.iter().find(|s| s.kind == k && s.layer == l).unwrap();
@@ -174,9 +185,21 @@ fn reference_loss(cfg: &ModelConfig, params: &[f64], toks: &[u32]) -> f64 {
     let mut loss = 0.0;
     for t in 0..s {
         let xf = rms(&x[t], get(ParamKind::FinalNorm, None));
-        let logits = mv(head, &xf, v);
+        let mut logits = mv(head, &xf, v);
+        if let Some(ids) = active {
+            for (i, l) in logits.iter_mut().enumerate() {
+                if !ids.contains(&(i as u32)) {
+                    *l = f64::NEG_INFINITY;
+                }
+            }
+        }
         let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
+        let lse = m + logits
+            .iter()
+            .filter(|z| z.is_finite())
+            .map(|z| (z - m).exp())
+            .sum::<f64>()
+            .ln();
         loss += lse - logits[toks[t + 1] as usize];
     }
     loss / s as f64
@@ -371,4 +394,61 @@ fn untied_loss_matches_reference() {
         (got - want).abs() < 1e-4 * want.abs().max(1.0),
         "untied: loss {got} vs reference {want}"
     );
+}
+
+/// Vocabulary compaction: the loss is over the active ids only, the classifier gradient lands
+/// on the active rows only, and both match the f64 reference restricted the same way.
+#[test]
+fn vocab_compaction_restricts_the_softmax_to_active_ids() {
+    use ane_train::host::VocabCompaction;
+    let cfg = tiny();
+    let p = init(&cfg, 11);
+    let t: Vec<u32> = tokens(&cfg, 12).iter().map(|x| x % 20).collect();
+    let comp = VocabCompaction::from_tokens(&t, cfg.vocab_size).unwrap();
+    let active = comp.active_ids().to_vec();
+    assert!(active.len() < cfg.vocab_size);
+    let p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let want = reference_loss_over(&cfg, &p64, &t, Some(&active));
+    let mut m = model("cpu", WeightMode::Params, p.clone());
+    m.set_vocab_compaction(Some(comp)).unwrap();
+    let (loss, grads) = m.loss_and_grads(&t).unwrap();
+    assert!(
+        (loss as f64 - want).abs() < 1e-4 * want,
+        "compacted loss {loss} vs reference {want}"
+    );
+    let full = reference_loss(&cfg, &p64, &t);
+    assert!(
+        want < full,
+        "restricting the softmax lowers the loss ({want} vs {full})"
+    );
+    let spec = cfg
+        .params()
+        .into_iter()
+        .find(|s| s.kind == ParamKind::Embed)
+        .unwrap();
+    let d = cfg.dim;
+    // An inactive id that is not an input token: its embedding row gets no gradient at all.
+    let unused = (0..cfg.vocab_size as u32)
+        .find(|i| !active.contains(i))
+        .unwrap() as usize;
+    assert!(grads[spec.offset + unused * d..][..d]
+        .iter()
+        .all(|&g| g == 0.0));
+    // Finite differences on an active classifier row.
+    let row = active[1] as usize;
+    let i = spec.offset + row * d + 3;
+    let h = 1e-4;
+    let mut a = p64.clone();
+    a[i] += h;
+    let up = reference_loss_over(&cfg, &a, &t, Some(&active));
+    a[i] -= 2.0 * h;
+    let down = reference_loss_over(&cfg, &a, &t, Some(&active));
+    let fd = (up - down) / (2.0 * h);
+    assert!(
+        (grads[i] as f64 - fd).abs() < 2e-4 + 2e-3 * fd.abs(),
+        "grad {} vs fd {fd}",
+        grads[i]
+    );
+    m.set_vocab_compaction(None).unwrap();
+    assert!((m.loss(&t).unwrap() as f64 - full).abs() < 1e-4 * full);
 }
