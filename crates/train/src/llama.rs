@@ -568,19 +568,22 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let (nh, nkv, hd, alpha, w) = (c.n_heads, c.n_kv_heads, c.head_dim, cx.alpha, cx.w);
     let r = cx.ranges;
     let acc = |m, n| Gemm::new(m, n, s).b_transposed().accumulating();
+    // Each weight-gradient GEMM runs on the rayon pool beside the next device kernel
+    // (`host::overlap_dw`), as upstream's async dW queue does.
     // FFN: dffn = α·dy; dgate = W2ᵀ·dffn; SwiGLU backward; dx_ffn = W1ᵀ·dh1 + W3ᵀ·dh3.
     let dffn: Vec<f32> = dy.iter().map(|g| g * alpha).collect();
     let k = set.get(KernelKind::FfnBwdW2t)?;
     k.run(&[("dffn", &dffn)], w)?;
     let dgate = k.part("dgate")?.to_vec();
-    host::matmul(&mut grads[r(ParamKind::W2)], &dffn, &sv.gate, acc(d, hid))?;
     let (mut dh1, mut dh3) = (vec![0.0; hid * s], vec![0.0; hid * s]);
     host::swiglu_backward(&mut dh1, &mut dh3, &dgate, &sv.h1, &sv.h3)?;
-    let k = set.get(KernelKind::FfnBwdW13t)?;
-    k.run(&[("dh1", &dh1), ("dh3", &dh3)], w)?;
-    let dx_ffn = k.part("dx_ffn")?.to_vec();
-    host::matmul(&mut grads[r(ParamKind::W1)], &dh1, &sv.x2norm, acc(hid, d))?;
-    host::matmul(&mut grads[r(ParamKind::W3)], &dh3, &sv.x2norm, acc(hid, d))?;
+    let [g2] = disjoint_mut(grads, [r(ParamKind::W2)])?;
+    let jobs = vec![job(g2, &dffn, &sv.gate, acc(d, hid))];
+    let dx_ffn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
+        let k = set.get(KernelKind::FfnBwdW13t)?;
+        k.run(&[("dh1", &dh1), ("dh3", &dh3)], w)?;
+        Ok(k.part("dx_ffn")?.to_vec())
+    })??;
     let mut dx2 = dy.to_vec();
     let ffn_norm = &cx.params[r(ParamKind::FfnNorm)];
     host::rmsnorm_backward(
@@ -593,67 +596,78 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
         s,
         c.norm_eps,
     )?;
-    // Attention output projection: da = Woᵀ·(α·dx2).
+    // Attention output projection: da = Woᵀ·(α·dx2), beside dW1 and dW3.
     let dx2s: Vec<f32> = dx2.iter().map(|g| g * alpha).collect();
-    let k = set.get(KernelKind::WotBwd)?;
-    k.run(&[("dx2_scaled", &dx2s)], w)?;
-    let da = k.part("da")?.to_vec();
-    host::matmul(
-        &mut grads[r(ParamKind::Wo)],
-        &dx2s,
-        &sv.attn_out,
-        acc(d, qd),
-    )?;
-    // Attention: K and V tiled to the query heads, back through softmax, then reduced.
+    let [g1, g3] = disjoint_mut(grads, [r(ParamKind::W1), r(ParamKind::W3)])?;
+    let jobs = vec![
+        job(g1, &dh1, &sv.x2norm, acc(hid, d)),
+        job(g3, &dh3, &sv.x2norm, acc(hid, d)),
+    ];
+    let da = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
+        let k = set.get(KernelKind::WotBwd)?;
+        k.run(&[("dx2_scaled", &dx2s)], w)?;
+        Ok(k.part("da")?.to_vec())
+    })??;
+    // Attention: K and V tiled to the query heads, back through softmax (beside dWo).
     let (mut k_tiled, mut v_tiled) = (vec![0.0; qd * s], vec![0.0; qd * s]);
     host::gqa_tile(&mut k_tiled, &sv.k_rope, nh, nkv, hd, s)?;
     host::gqa_tile(&mut v_tiled, &sv.v, nh, nkv, hd, s)?;
-    let k = set.get(KernelKind::SdpaBwd1)?;
-    k.run(
-        &[
-            ("q_rope", &sv.q_rope),
-            ("k_tiled", &k_tiled),
-            ("v_tiled", &v_tiled),
-            ("da", &da),
-        ],
-        w,
-    )?;
-    let dv_full = k.part("dv_full")?.to_vec();
-    let probs = k.part("probs")?.to_vec();
-    let dp = k.part("dp")?.to_vec();
-    let k = set.get(KernelKind::SdpaBwd2)?;
-    k.run(
-        &[
-            ("probs", &probs),
-            ("dp", &dp),
-            ("q_rope", &sv.q_rope),
-            ("k_tiled", &k_tiled),
-        ],
-        w,
-    )?;
-    let dq_rope = k.part("dq_rope")?.to_vec();
-    let dk_full = k.part("dk_full")?.to_vec();
+    let [go] = disjoint_mut(grads, [r(ParamKind::Wo)])?;
+    let jobs = vec![job(go, &dx2s, &sv.attn_out, acc(d, qd))];
+    let (dv_full, dq_rope, dk_full) =
+        host::overlap_dw(jobs, || -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+            let k = set.get(KernelKind::SdpaBwd1)?;
+            let acts = [
+                ("q_rope", &sv.q_rope[..]),
+                ("k_tiled", &k_tiled),
+                ("v_tiled", &v_tiled),
+                ("da", &da),
+            ];
+            k.run(&acts, w)?;
+            let dv_full = k.part("dv_full")?.to_vec();
+            let probs = k.part("probs")?.to_vec();
+            let dp = k.part("dp")?.to_vec();
+            let k = set.get(KernelKind::SdpaBwd2)?;
+            let acts = [
+                ("probs", &probs[..]),
+                ("dp", &dp),
+                ("q_rope", &sv.q_rope),
+                ("k_tiled", &k_tiled),
+            ];
+            k.run(&acts, w)?;
+            Ok((
+                dv_full,
+                k.part("dq_rope")?.to_vec(),
+                k.part("dk_full")?.to_vec(),
+            ))
+        })??;
+    // Group reduction and inverse RoPE on the host, then dx through Wq, Wk, Wv (beside their dW).
     let (mut dk_rope, mut dv) = (vec![0.0; kvd * s], vec![0.0; kvd * s]);
     host::gqa_reduce(&mut dk_rope, &dk_full, nh, nkv, hd, s)?;
     host::gqa_reduce(&mut dv, &dv_full, nh, nkv, hd, s)?;
     let (mut dq, mut dk) = (vec![0.0; qd * s], vec![0.0; kvd * s]);
     host::rope_backward(&mut dq, &dq_rope, cx.rope, nh, hd, s)?;
     host::rope_backward(&mut dk, &dk_rope, cx.rope, nkv, hd, s)?;
-    for (kind, g, rows) in [
-        (ParamKind::Wq, &dq, qd),
-        (ParamKind::Wk, &dk, kvd),
-        (ParamKind::Wv, &dv, kvd),
-    ] {
-        host::matmul(&mut grads[r(kind)], g, &sv.xnorm, acc(rows, d))?;
-    }
-    let k = set.get(KernelKind::QBwd)?;
-    k.run(&[("dq", &dq)], w)?;
-    let mut dxn = k.part("dx_q")?.to_vec();
-    let k = set.get(KernelKind::KvBwd)?;
-    k.run(&[("dk", &dk), ("dv", &dv)], w)?;
-    dxn.iter_mut()
-        .zip(k.part("dx_kv")?)
-        .for_each(|(a, b)| *a += b);
+    let [gq, gk, gv] = disjoint_mut(
+        grads,
+        [r(ParamKind::Wq), r(ParamKind::Wk), r(ParamKind::Wv)],
+    )?;
+    let jobs = vec![
+        job(gq, &dq, &sv.xnorm, acc(qd, d)),
+        job(gk, &dk, &sv.xnorm, acc(kvd, d)),
+        job(gv, &dv, &sv.xnorm, acc(kvd, d)),
+    ];
+    let dxn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
+        let k = set.get(KernelKind::QBwd)?;
+        k.run(&[("dq", &dq)], w)?;
+        let mut dxn = k.part("dx_q")?.to_vec();
+        let k = set.get(KernelKind::KvBwd)?;
+        k.run(&[("dk", &dk), ("dv", &dv)], w)?;
+        dxn.iter_mut()
+            .zip(k.part("dx_kv")?)
+            .for_each(|(a, b)| *a += b);
+        Ok(dxn)
+    })??;
     let mut dx = dx2;
     let att_norm = &cx.params[r(ParamKind::AttnNorm)];
     host::rmsnorm_backward(
@@ -667,6 +681,37 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
         c.norm_eps,
     )?;
     Ok(dx)
+}
+
+/// A weight-gradient job for [`host::overlap_dw`].
+fn job<'a>(c: &'a mut [f32], a: &'a [f32], b: &'a [f32], gemm: Gemm) -> host::DwGemm<'a> {
+    host::DwGemm { c, a, b, gemm }
+}
+
+/// `N` mutable slices of `buf` over non-overlapping `ranges` (any order).
+fn disjoint_mut<const N: usize>(
+    buf: &mut [f32],
+    ranges: [Range<usize>; N],
+) -> Result<[&mut [f32]; N]> {
+    let mut order: [usize; N] = std::array::from_fn(|i| i);
+    order.sort_by_key(|&i| ranges[i].start);
+    let mut out: [&mut [f32]; N] = std::array::from_fn(|_| <&mut [f32]>::default());
+    let mut rest = buf;
+    let mut at = 0;
+    for &i in &order {
+        let r = &ranges[i];
+        if r.start < at || r.end > at + rest.len() {
+            return Err(ModelError::Shape(format!(
+                "overlapping or out-of-range gradient ranges {ranges:?}"
+            )));
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - at);
+        let (mine, tail) = tail.split_at_mut(r.end - r.start);
+        out[i] = mine;
+        rest = tail;
+        at = r.end;
+    }
+    Ok(out)
 }
 
 fn layer_weights_of<'a>(
