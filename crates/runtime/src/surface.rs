@@ -195,6 +195,51 @@ impl Surface {
         Ok(())
     }
 
+    /// Writes the rectangle `rows × cols` of a surface viewed as `[C, width]` (channel-first,
+    /// `C = elements / width`) from `src`, a host buffer with that same `[C, width]` layout;
+    /// converts to the surface's dtype. One lock for the whole rectangle: this is how an
+    /// activation block is written into a packed input without touching its weight columns.
+    pub fn write_f32_rect(
+        &self,
+        width: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        src: &[f32],
+    ) -> Result<()> {
+        let n = self.elements();
+        if width == 0
+            || !n.is_multiple_of(width)
+            || src.len() != n
+            || rows.end > n / width
+            || cols.end > width
+        {
+            return Err(Error::Surface(format!(
+                "rectangle rows {rows:?} cols {cols:?} of a [{}, {width}] view does not fit (source has {} values, the surface {n})",
+                n / width.max(1),
+                src.len()
+            )));
+        }
+        let mut lock = self.lock_write("write_f32_rect")?;
+        let bytes = lock.bytes_mut(self.data_bytes());
+        for r in rows {
+            let span = r * width + cols.start..r * width + cols.end;
+            match self.dtype() {
+                DType::Fp16 => {
+                    let dst: &mut [f16] = bytemuck::cast_slice_mut(&mut bytes[..]);
+                    half::slice::HalfFloatSliceExt::convert_from_f32_slice(
+                        &mut dst[span.clone()],
+                        &src[span],
+                    );
+                }
+                _ => {
+                    let dst: &mut [f32] = bytemuck::cast_slice_mut(&mut bytes[..]);
+                    dst[span.clone()].copy_from_slice(&src[span]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads every element as f32.
     pub fn read_f32(&self) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.elements()];

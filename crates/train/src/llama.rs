@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ane_mil::DType;
-use ane_runtime::{Binding, Device, Fidelity, Surface, Weights};
+use ane_runtime::{Binding, Device, Fidelity, Kernel, Surface, Weights};
 
 use crate::host::{self, Gemm, HostError, RopeTable};
 use crate::kernels::{
-    KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec, LayerWeights, WeightMode,
+    Block, BlockContent, KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec,
+    LayerWeights, WeightMode,
 };
 use crate::model::{ConfigError, ModelConfig, ParamKind, ParamSpec};
 
@@ -51,28 +52,35 @@ pub enum ModelError {
 
 type Result<T> = std::result::Result<T, ModelError>;
 
-/// A compiled kernel with its surfaces and host staging buffers.
+/// One layer's binding of a compiled kernel: its surfaces and host staging buffers. Weight
+/// blocks are staged once ([`Runner::stage_weights`]); each run writes only activations.
 #[derive(Debug)]
 struct Runner {
-    spec: KernelSpec,
+    spec: Arc<KernelSpec>,
     inputs: Vec<Surface>,
     output: Surface,
     binding: Binding,
     staging: Vec<Vec<f32>>,
     out: Vec<f32>,
-    /// Time spent in `Binding::eval` since the last [`Model::take_timings`].
+    /// Time spent in `Binding::eval` since the last [`Model::timings`] reset.
     device: Duration,
     /// Time spent moving data into and out of surfaces since then.
     traffic: Duration,
 }
 
+/// Compiles `spec` on `device`.
+fn compile_spec(device: &dyn Device, spec: &KernelSpec) -> Result<Kernel> {
+    let mut weights = Weights::new();
+    for (path, bytes) in &spec.weights {
+        weights.insert(path.clone(), bytes.clone());
+    }
+    Ok(device.compile(&spec.program, &weights)?)
+}
+
 impl Runner {
-    fn new(device: &dyn Device, spec: KernelSpec) -> Result<Runner> {
-        let mut weights = Weights::new();
-        for (path, bytes) in &spec.weights {
-            weights.insert(path.clone(), bytes.clone());
-        }
-        let kernel = device.compile(&spec.program, &weights)?;
+    /// Binds `kernel` (compiled from `spec`) to fresh surfaces: every input of one allocation
+    /// size, as the Neural Engine requires.
+    fn new(device: &dyn Device, kernel: &Kernel, spec: Arc<KernelSpec>) -> Result<Runner> {
         let dtype = device.capabilities().surface_dtypes[0];
         let mut inputs = Vec::new();
         for slot in &spec.inputs {
@@ -102,9 +110,31 @@ impl Runner {
         })
     }
 
-    /// Writes the activation blocks `acts` (by block name) and, where the kernel takes them as
-    /// inputs, the weight blocks from `w`; evaluates; reads the output.
-    fn run(&mut self, acts: &[(&str, &[f32])], w: &LayerWeights<'_>) -> Result<()> {
+    /// Writes the weight blocks of `w` into the input surfaces (once per weight update).
+    fn stage_weights(&mut self, w: &LayerWeights<'_>) -> Result<()> {
+        for ((slot, buf), surface) in self
+            .spec
+            .inputs
+            .iter()
+            .zip(&mut self.staging)
+            .zip(&self.inputs)
+        {
+            let mut any = false;
+            for block in &slot.blocks {
+                if let BlockContent::Weight { matrix, .. } = block.content {
+                    slot.write_block(buf, &block.name, w.get(matrix))?;
+                    any = true;
+                }
+            }
+            if any {
+                surface.write_f32(buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the activation blocks `acts` (by block name), evaluates, reads the output.
+    fn run(&mut self, acts: &[(&str, &[f32])]) -> Result<()> {
         let t0 = Instant::now();
         for ((slot, buf), surface) in self
             .spec
@@ -113,20 +143,36 @@ impl Runner {
             .zip(&mut self.staging)
             .zip(&self.inputs)
         {
-            for block in &slot.blocks {
-                let src = match block.content {
-                    crate::kernels::BlockContent::Weight { matrix, .. } => w.get(matrix),
-                    _ => acts
-                        .iter()
-                        .find(|(n, _)| *n == block.name)
-                        .map(|(_, a)| *a)
-                        .ok_or_else(|| {
-                            ModelError::Shape(format!("no activation `{}` given", block.name))
-                        })?,
-                };
+            let activations: Vec<&Block> = slot
+                .blocks
+                .iter()
+                .filter(|b| b.content == BlockContent::Activation)
+                .collect();
+            if activations.is_empty() {
+                continue;
+            }
+            for block in &activations {
+                let src = acts
+                    .iter()
+                    .find(|(n, _)| *n == block.name)
+                    .map(|(_, a)| *a)
+                    .ok_or_else(|| {
+                        ModelError::Shape(format!("no activation `{}` given", block.name))
+                    })?;
                 slot.write_block(buf, &block.name, src)?;
             }
-            surface.write_f32(buf)?;
+            if activations.len() == slot.blocks.len() {
+                surface.write_f32(buf)?;
+            } else {
+                for block in &activations {
+                    surface.write_f32_rect(
+                        slot.shape[3],
+                        block.channels.clone(),
+                        block.columns.clone(),
+                        buf,
+                    )?;
+                }
+            }
         }
         let t1 = Instant::now();
         self.binding.eval()?;
@@ -142,7 +188,7 @@ impl Runner {
     }
 }
 
-/// Kernels for one layer (Baked) or all layers (Packed, Params).
+/// One layer's runners, one per kernel kind.
 #[derive(Debug)]
 struct KernelSet(HashMap<KernelKind, Runner>);
 
@@ -287,28 +333,58 @@ impl Model {
         }
         self.params = params;
         if self.mode == WeightMode::Baked {
-            self.compile()?;
+            self.compile()
+        } else {
+            self.restage()
         }
-        Ok(())
     }
 
+    /// Compiles the kernels (Packed/Params: once per kind, shared by every layer; Baked: per
+    /// layer, with the weights inside) and binds one runner per layer and kind, with the layer's
+    /// weights staged.
     fn compile(&mut self) -> Result<()> {
-        let n = if self.mode == WeightMode::Baked {
-            self.cfg.n_layers
-        } else {
-            1
-        };
-        let mut sets = Vec::with_capacity(n);
-        for l in 0..n {
+        let mut shared: HashMap<KernelKind, (Kernel, Arc<KernelSpec>)> = HashMap::new();
+        let mut sets = Vec::with_capacity(self.cfg.n_layers);
+        for l in 0..self.cfg.n_layers {
             let w = self.layer_weights(l);
             let mut set = HashMap::new();
             for kind in KernelKind::ALL {
-                let spec = kind.generate(&self.dims, &self.opts, self.mode, Some(&w))?;
-                set.insert(kind, Runner::new(self.device.as_ref(), spec)?);
+                let (kernel, spec) = match (self.mode, shared.get(&kind)) {
+                    (WeightMode::Baked, _) | (_, None) => {
+                        let spec =
+                            Arc::new(kind.generate(&self.dims, &self.opts, self.mode, Some(&w))?);
+                        let kernel = compile_spec(self.device.as_ref(), &spec)?;
+                        if self.mode != WeightMode::Baked {
+                            shared.insert(kind, (kernel.clone(), spec.clone()));
+                        }
+                        (kernel, spec)
+                    }
+                    (_, Some((k, s))) => (k.clone(), s.clone()),
+                };
+                let mut runner = Runner::new(self.device.as_ref(), &kernel, spec)?;
+                runner.stage_weights(&w)?;
+                set.insert(kind, runner);
             }
             sets.push(KernelSet(set));
         }
         self.sets = sets;
+        Ok(())
+    }
+
+    /// Writes every layer's current weights into its runners' surfaces.
+    fn restage(&mut self) -> Result<()> {
+        let Model {
+            sets,
+            params,
+            index,
+            ..
+        } = self;
+        for (l, set) in sets.iter_mut().enumerate() {
+            let w = layer_weights_of(params, index, l);
+            for r in set.0.values_mut() {
+                r.stage_weights(&w)?;
+            }
+        }
         Ok(())
     }
 
@@ -390,7 +466,6 @@ impl Model {
     fn run(&mut self, tokens: &[u32], backward: bool) -> Result<(f32, Option<Vec<f32>>)> {
         let Model {
             cfg: c,
-            mode,
             index,
             params,
             rope,
@@ -410,17 +485,15 @@ impl Model {
         let (inputs, targets) = (&tokens[..s], &tokens[1..]);
         let alpha = c.residual_alpha();
         let get = |k: ParamKind, l: Option<usize>| &params[index[&(k, l)].clone()];
-        let set_of = |l: usize| if *mode == WeightMode::Baked { l } else { 0 };
         let mut x = vec![0.0; d * s];
         host::embedding_forward(&mut x, inputs, get(ParamKind::Embed, None), v, d)?;
         let mut saved: Vec<Saved> = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
-            let w = layer_weights_of(params, index, l);
             let norms = (
                 get(ParamKind::AttnNorm, Some(l)),
                 get(ParamKind::FfnNorm, Some(l)),
             );
-            let (sv, next) = layer_forward(&mut sets[set_of(l)], c, &w, norms, &x, alpha)?;
+            let (sv, next) = layer_forward(&mut sets[l], c, norms, &x, alpha)?;
             saved.push(sv);
             x = next;
         }
@@ -481,17 +554,15 @@ impl Model {
             c.norm_eps,
         )?;
         for l in (0..c.n_layers).rev() {
-            let w = layer_weights_of(params, index, l);
             let ranges = |k: ParamKind| index[&(k, Some(l))].clone();
             let ctx = BackwardCtx {
                 cfg: c,
                 rope,
-                w: &w,
                 ranges: &ranges,
                 params,
                 alpha,
             };
-            dx = layer_backward(&mut sets[set_of(l)], &ctx, &saved[l], &dx, &mut grads)?;
+            dx = layer_backward(&mut sets[l], &ctx, &saved[l], &dx, &mut grads)?;
         }
         host::embedding_backward(&mut grads[embed_range], inputs, &dx, v, d)?;
         if *loss_scale != 1.0 {
@@ -506,7 +577,6 @@ impl Model {
 fn layer_forward(
     set: &mut KernelSet,
     c: &ModelConfig,
-    w: &LayerWeights<'_>,
     (att_norm, ffn_norm): (&[f32], &[f32]),
     x: &[f32],
     alpha: f32,
@@ -515,19 +585,19 @@ fn layer_forward(
     let mut xnorm = vec![0.0; d * s];
     host::rmsnorm_forward(&mut xnorm, x, att_norm, d, s, eps)?;
     let sdpa = set.get(KernelKind::SdpaFwd)?;
-    sdpa.run(&[("xnorm", &xnorm)], w)?;
+    sdpa.run(&[("xnorm", &xnorm)])?;
     let attn_out = sdpa.part("attn_out")?.to_vec();
     let q_rope = sdpa.part("q_rope")?.to_vec();
     let k_rope = sdpa.part("k_rope")?.to_vec();
     let v = sdpa.part("v")?.to_vec();
     let wo = set.get(KernelKind::WoFwd)?;
-    wo.run(&[("attn_out", &attn_out)], w)?;
+    wo.run(&[("attn_out", &attn_out)])?;
     let mut x2 = vec![0.0; d * s];
     host::residual_forward(&mut x2, x, wo.part("o")?, alpha)?;
     let mut x2norm = vec![0.0; d * s];
     host::rmsnorm_forward(&mut x2norm, &x2, ffn_norm, d, s, eps)?;
     let ffn = set.get(KernelKind::FfnFused)?;
-    ffn.run(&[("x2norm", &x2norm), ("x2", &x2)], w)?;
+    ffn.run(&[("x2norm", &x2norm), ("x2", &x2)])?;
     let sv = Saved {
         x: x.to_vec(),
         xnorm,
@@ -548,7 +618,6 @@ fn layer_forward(
 struct BackwardCtx<'a, F: Fn(ParamKind) -> Range<usize>> {
     cfg: &'a ModelConfig,
     rope: &'a RopeTable,
-    w: &'a LayerWeights<'a>,
     ranges: &'a F,
     params: &'a [f32],
     alpha: f32,
@@ -565,7 +634,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
 ) -> Result<Vec<f32>> {
     let c = cx.cfg;
     let (d, s, hid, qd, kvd) = (c.dim, c.seq_len, c.hidden_dim, c.q_dim(), c.kv_dim());
-    let (nh, nkv, hd, alpha, w) = (c.n_heads, c.n_kv_heads, c.head_dim, cx.alpha, cx.w);
+    let (nh, nkv, hd, alpha) = (c.n_heads, c.n_kv_heads, c.head_dim, cx.alpha);
     let r = cx.ranges;
     let acc = |m, n| Gemm::new(m, n, s).b_transposed().accumulating();
     // Each weight-gradient GEMM runs on the rayon pool beside the next device kernel
@@ -573,7 +642,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     // FFN: dffn = α·dy; dgate = W2ᵀ·dffn; SwiGLU backward; dx_ffn = W1ᵀ·dh1 + W3ᵀ·dh3.
     let dffn: Vec<f32> = dy.iter().map(|g| g * alpha).collect();
     let k = set.get(KernelKind::FfnBwdW2t)?;
-    k.run(&[("dffn", &dffn)], w)?;
+    k.run(&[("dffn", &dffn)])?;
     let dgate = k.part("dgate")?.to_vec();
     let (mut dh1, mut dh3) = (vec![0.0; hid * s], vec![0.0; hid * s]);
     host::swiglu_backward(&mut dh1, &mut dh3, &dgate, &sv.h1, &sv.h3)?;
@@ -581,7 +650,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let jobs = vec![job(g2, &dffn, &sv.gate, acc(d, hid))];
     let dx_ffn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::FfnBwdW13t)?;
-        k.run(&[("dh1", &dh1), ("dh3", &dh3)], w)?;
+        k.run(&[("dh1", &dh1), ("dh3", &dh3)])?;
         Ok(k.part("dx_ffn")?.to_vec())
     })??;
     let mut dx2 = dy.to_vec();
@@ -605,7 +674,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     ];
     let da = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::WotBwd)?;
-        k.run(&[("dx2_scaled", &dx2s)], w)?;
+        k.run(&[("dx2_scaled", &dx2s)])?;
         Ok(k.part("da")?.to_vec())
     })??;
     // Attention: K and V tiled to the query heads, back through softmax (beside dWo).
@@ -623,7 +692,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
                 ("v_tiled", &v_tiled),
                 ("da", &da),
             ];
-            k.run(&acts, w)?;
+            k.run(&acts)?;
             let dv_full = k.part("dv_full")?.to_vec();
             let probs = k.part("probs")?.to_vec();
             let dp = k.part("dp")?.to_vec();
@@ -634,7 +703,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
                 ("q_rope", &sv.q_rope),
                 ("k_tiled", &k_tiled),
             ];
-            k.run(&acts, w)?;
+            k.run(&acts)?;
             Ok((
                 dv_full,
                 k.part("dq_rope")?.to_vec(),
@@ -659,10 +728,10 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     ];
     let dxn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::QBwd)?;
-        k.run(&[("dq", &dq)], w)?;
+        k.run(&[("dq", &dq)])?;
         let mut dxn = k.part("dx_q")?.to_vec();
         let k = set.get(KernelKind::KvBwd)?;
-        k.run(&[("dk", &dk), ("dv", &dv)], w)?;
+        k.run(&[("dk", &dk), ("dv", &dv)])?;
         dxn.iter_mut()
             .zip(k.part("dx_kv")?)
             .for_each(|(a, b)| *a += b);

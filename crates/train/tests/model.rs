@@ -452,3 +452,23 @@ fn vocab_compaction_restricts_the_softmax_to_active_ids() {
     m.set_vocab_compaction(None).unwrap();
     assert!((m.loss(&t).unwrap() as f64 - full).abs() < 1e-4 * full);
 }
+
+/// New parameters reach the device: restaged (Packed, Params) or recompiled (Baked).
+#[test]
+fn set_params_restages_or_recompiles() {
+    let cfg = tiny();
+    let (a, b) = (init(&cfg, 21), init(&cfg, 22));
+    let t = tokens(&cfg, 23);
+    for mode in WeightMode::ALL {
+        let mut m = model("cpu", mode, a.clone());
+        let before = m.loss(&t).unwrap();
+        m.set_params(b.clone()).unwrap();
+        let after = m.loss(&t).unwrap();
+        let fresh = model("cpu", mode, b.clone()).loss(&t).unwrap();
+        assert_ne!(before, after, "{mode:?}");
+        assert_eq!(
+            after, fresh,
+            "{mode:?}: restaged weights must equal a fresh model's"
+        );
+    }
+}
