@@ -488,12 +488,12 @@ impl Model {
         let mut x = vec![0.0; d * s];
         host::embedding_forward(&mut x, inputs, get(ParamKind::Embed, None), v, d)?;
         let mut saved: Vec<Saved> = Vec::with_capacity(c.n_layers);
-        for l in 0..c.n_layers {
+        for (l, set) in sets.iter_mut().enumerate() {
             let norms = (
                 get(ParamKind::AttnNorm, Some(l)),
                 get(ParamKind::FfnNorm, Some(l)),
             );
-            let (sv, next) = layer_forward(&mut sets[l], c, norms, &x, alpha)?;
+            let (sv, next) = layer_forward(set, c, norms, &x, alpha)?;
             saved.push(sv);
             x = next;
         }
