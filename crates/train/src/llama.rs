@@ -388,21 +388,8 @@ impl Model {
         Ok(())
     }
 
-    fn p(&self, kind: ParamKind, layer: Option<usize>) -> &[f32] {
-        &self.params[self.index[&(kind, layer)].clone()]
-    }
-
     fn layer_weights(&self, l: usize) -> LayerWeights<'_> {
-        let g = |k| self.p(k, Some(l));
-        LayerWeights {
-            wq: g(ParamKind::Wq),
-            wk: g(ParamKind::Wk),
-            wv: g(ParamKind::Wv),
-            wo: g(ParamKind::Wo),
-            w1: g(ParamKind::W1),
-            w2: g(ParamKind::W2),
-            w3: g(ParamKind::W3),
-        }
+        layer_weights_of(&self.params, &self.index, l)
     }
 
     /// The mean cross-entropy of predicting `tokens[1..=S]` from `tokens[0..S]`.
