@@ -21,8 +21,8 @@ use ane_runtime::{Binding, Device, Fidelity, Kernel, Surface, Weights};
 
 use crate::host::{self, Gemm, HostError, RopeTable};
 use crate::kernels::{
-    Block, BlockContent, KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec,
-    LayerWeights, WeightMode,
+    BlockContent, KernelDims, KernelError, KernelKind, KernelOptions, KernelSpec, LayerWeights,
+    WeightMode,
 };
 use crate::model::{ConfigError, ModelConfig, ParamKind, ParamSpec};
 
@@ -61,7 +61,8 @@ struct Runner {
     output: Surface,
     binding: Binding,
     staging: Vec<Vec<f32>>,
-    out: Vec<f32>,
+    /// Per input, a buffer for one activation block when it cannot be written in place.
+    scratch: Vec<Vec<f32>>,
     /// Time spent in `Binding::eval` since the last [`Model::timings`] reset.
     device: Duration,
     /// Time spent moving data into and out of surfaces since then.
@@ -97,14 +98,14 @@ impl Runner {
             .collect();
         let binding = kernel.bind(&ins, &[(out_slot.name.as_str(), &output)])?;
         let staging = spec.inputs.iter().map(|s| vec![0.0; s.len()]).collect();
-        let out = vec![0.0; output.elements()];
+        let scratch = spec.inputs.iter().map(|_| Vec::new()).collect();
         Ok(Runner {
             spec,
             inputs,
             output,
             binding,
             staging,
-            out,
+            scratch,
             device: Duration::ZERO,
             traffic: Duration::ZERO,
         })
@@ -133,58 +134,79 @@ impl Runner {
         Ok(())
     }
 
-    /// Writes the activation blocks `acts` (by block name), evaluates, reads the output.
-    fn run(&mut self, acts: &[(&str, &[f32])]) -> Result<()> {
-        let t0 = Instant::now();
-        for ((slot, buf), surface) in self
+    /// Lets `fill` write activation block `name` (`[channels, columns]`, channel-first). When
+    /// the block is a whole input of an fp32 surface (Baked and Params modes on `cpu`), `fill`
+    /// writes straight into the surface — the host op's output IS the kernel input, no copy.
+    /// Otherwise it writes a staging buffer that is converted into the surface's block (fp16
+    /// surfaces, or a packed input whose weight columns must stay untouched).
+    fn act(&mut self, name: &str, fill: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<()> {
+        let i = self
             .spec
             .inputs
             .iter()
-            .zip(&mut self.staging)
-            .zip(&self.inputs)
-        {
-            let activations: Vec<&Block> = slot
-                .blocks
-                .iter()
-                .filter(|b| b.content == BlockContent::Activation)
-                .collect();
-            if activations.is_empty() {
-                continue;
-            }
-            for block in &activations {
-                let src = acts
-                    .iter()
-                    .find(|(n, _)| *n == block.name)
-                    .map(|(_, a)| *a)
-                    .ok_or_else(|| {
-                        ModelError::Shape(format!("no activation `{}` given", block.name))
-                    })?;
-                slot.write_block(buf, &block.name, src)?;
-            }
-            if activations.len() == slot.blocks.len() {
-                surface.write_f32(buf)?;
-            } else {
-                for block in &activations {
-                    surface.write_f32_rect(
-                        slot.shape[3],
-                        block.channels.clone(),
-                        block.columns.clone(),
-                        buf,
-                    )?;
-                }
-            }
+            .position(|slot| slot.blocks.iter().any(|b| b.name == name))
+            .ok_or_else(|| ModelError::Shape(format!("the kernel has no activation `{name}`")))?;
+        let (slot, surface) = (&self.spec.inputs[i], &self.inputs[i]);
+        let block = slot.block(name)?.clone();
+        if slot.blocks.len() == 1 && surface.dtype() == DType::Fp32 {
+            let mut guard = surface.write::<f32>()?;
+            return fill(&mut guard);
         }
+        let scratch = &mut self.scratch[i];
+        scratch.resize(block.channels.len() * block.columns.len(), 0.0);
+        fill(scratch)?;
         let t1 = Instant::now();
-        self.binding.eval()?;
-        let t2 = Instant::now();
-        self.output.read_f32_into(0, &mut self.out)?;
-        self.device += t2 - t1;
-        self.traffic += (t1 - t0) + t2.elapsed();
+        slot.write_block(&mut self.staging[i], name, scratch)?;
+        if slot.blocks.len() == 1 {
+            surface.write_f32(&self.staging[i])?;
+        } else {
+            surface.write_f32_rect(
+                slot.shape[3],
+                block.channels,
+                block.columns,
+                &self.staging[i],
+            )?;
+        }
+        self.traffic += t1.elapsed();
         Ok(())
     }
 
-    fn part(&self, name: &str) -> Result<&[f32]> {
-        Ok(self.spec.outputs[0].read_part(&self.out, name)?)
+    /// Writes the activation blocks `acts` (by block name) and evaluates.
+    fn run(&mut self, acts: &[(&str, &[f32])]) -> Result<()> {
+        for (name, src) in acts {
+            self.act(name, |dst| {
+                if dst.len() != src.len() {
+                    return Err(ModelError::Shape(format!(
+                        "`{name}` has {} values, the block {}",
+                        src.len(),
+                        dst.len()
+                    )));
+                }
+                dst.copy_from_slice(src);
+                Ok(())
+            })?;
+        }
+        self.eval()
+    }
+
+    /// Evaluates the kernel over what the inputs hold now.
+    fn eval(&mut self) -> Result<()> {
+        let t = Instant::now();
+        self.binding.eval()?;
+        self.device += t.elapsed();
+        Ok(())
+    }
+
+    /// Output part `name` (`[channels, S]`), read from the output surface.
+    fn part(&mut self, name: &str) -> Result<Vec<f32>> {
+        let t = Instant::now();
+        let out = &self.spec.outputs[0];
+        let ch = out.part(name)?;
+        let s = out.shape[3];
+        let mut v = vec![0.0; ch.len() * s];
+        self.output.read_f32_into(ch.start * s, &mut v)?;
+        self.traffic += t.elapsed();
+        Ok(v)
     }
 }
 
@@ -569,18 +591,22 @@ fn layer_forward(
     alpha: f32,
 ) -> Result<(Saved, Vec<f32>)> {
     let (d, s, eps) = (c.dim, c.seq_len, c.norm_eps);
-    let mut xnorm = vec![0.0; d * s];
-    host::rmsnorm_forward(&mut xnorm, x, att_norm, d, s, eps)?;
+    // The RMSNorm writes straight into the kernel's input where the layout allows; the saved
+    // copy comes back through the kernel's pass-through output.
     let sdpa = set.get(KernelKind::SdpaFwd)?;
-    sdpa.run(&[("xnorm", &xnorm)])?;
-    let attn_out = sdpa.part("attn_out")?.to_vec();
-    let q_rope = sdpa.part("q_rope")?.to_vec();
-    let k_rope = sdpa.part("k_rope")?.to_vec();
-    let v = sdpa.part("v")?.to_vec();
+    sdpa.act("xnorm", |dst| {
+        Ok(host::rmsnorm_forward(dst, x, att_norm, d, s, eps)?)
+    })?;
+    sdpa.eval()?;
+    let xnorm = sdpa.part("xnorm")?;
+    let attn_out = sdpa.part("attn_out")?;
+    let q_rope = sdpa.part("q_rope")?;
+    let k_rope = sdpa.part("k_rope")?;
+    let v = sdpa.part("v")?;
     let wo = set.get(KernelKind::WoFwd)?;
     wo.run(&[("attn_out", &attn_out)])?;
     let mut x2 = vec![0.0; d * s];
-    host::residual_forward(&mut x2, x, wo.part("o")?, alpha)?;
+    host::residual_forward(&mut x2, x, &wo.part("o")?, alpha)?;
     let mut x2norm = vec![0.0; d * s];
     host::rmsnorm_forward(&mut x2norm, &x2, ffn_norm, d, s, eps)?;
     let ffn = set.get(KernelKind::FfnFused)?;
@@ -592,13 +618,13 @@ fn layer_forward(
         q_rope,
         k_rope,
         v,
-        h1: ffn.part("h1")?.to_vec(),
-        h3: ffn.part("h3")?.to_vec(),
-        gate: ffn.part("gate")?.to_vec(),
+        h1: ffn.part("h1")?,
+        h3: ffn.part("h3")?,
+        gate: ffn.part("gate")?,
         x2,
         x2norm,
     };
-    Ok((sv, ffn.part("x_next")?.to_vec()))
+    Ok((sv, ffn.part("x_next")?))
 }
 
 /// What one layer's backward reads besides its saved activations.
@@ -630,7 +656,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let dffn: Vec<f32> = dy.iter().map(|g| g * alpha).collect();
     let k = set.get(KernelKind::FfnBwdW2t)?;
     k.run(&[("dffn", &dffn)])?;
-    let dgate = k.part("dgate")?.to_vec();
+    let dgate = k.part("dgate")?;
     let (mut dh1, mut dh3) = (vec![0.0; hid * s], vec![0.0; hid * s]);
     host::swiglu_backward(&mut dh1, &mut dh3, &dgate, &sv.h1, &sv.h3)?;
     let [g2] = disjoint_mut(grads, [r(ParamKind::W2)])?;
@@ -638,7 +664,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let dx_ffn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::FfnBwdW13t)?;
         k.run(&[("dh1", &dh1), ("dh3", &dh3)])?;
-        Ok(k.part("dx_ffn")?.to_vec())
+        Ok(k.part("dx_ffn")?)
     })??;
     let mut dx2 = dy.to_vec();
     let ffn_norm = &cx.params[r(ParamKind::FfnNorm)];
@@ -662,7 +688,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let da = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::WotBwd)?;
         k.run(&[("dx2_scaled", &dx2s)])?;
-        Ok(k.part("da")?.to_vec())
+        Ok(k.part("da")?)
     })??;
     // Attention: K and V tiled to the query heads, back through softmax (beside dWo).
     let (mut k_tiled, mut v_tiled) = (vec![0.0; qd * s], vec![0.0; qd * s]);
@@ -680,9 +706,9 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
                 ("da", &da),
             ];
             k.run(&acts)?;
-            let dv_full = k.part("dv_full")?.to_vec();
-            let probs = k.part("probs")?.to_vec();
-            let dp = k.part("dp")?.to_vec();
+            let dv_full = k.part("dv_full")?;
+            let probs = k.part("probs")?;
+            let dp = k.part("dp")?;
             let k = set.get(KernelKind::SdpaBwd2)?;
             let acts = [
                 ("probs", &probs[..]),
@@ -691,11 +717,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
                 ("k_tiled", &k_tiled),
             ];
             k.run(&acts)?;
-            Ok((
-                dv_full,
-                k.part("dq_rope")?.to_vec(),
-                k.part("dk_full")?.to_vec(),
-            ))
+            Ok((dv_full, k.part("dq_rope")?, k.part("dk_full")?))
         })??;
     // Group reduction and inverse RoPE on the host, then dx through Wq, Wk, Wv (beside their dW).
     let (mut dk_rope, mut dv) = (vec![0.0; kvd * s], vec![0.0; kvd * s]);
@@ -716,7 +738,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let dxn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::QBwd)?;
         k.run(&[("dq", &dq)])?;
-        let mut dxn = k.part("dx_q")?.to_vec();
+        let mut dxn = k.part("dx_q")?;
         let k = set.get(KernelKind::KvBwd)?;
         k.run(&[("dk", &dk), ("dv", &dv)])?;
         dxn.iter_mut()
@@ -818,4 +840,99 @@ pub fn init_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
         out.extend((0..spec.numel()).map(|_| uniform() * scale));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(device: &str, mode: WeightMode) -> Runner {
+        let dims = KernelDims {
+            dim: 32,
+            q_dim: 32,
+            kv_dim: 32,
+            hidden: 64,
+            n_heads: 2,
+            n_kv_heads: 2,
+            head_dim: 16,
+            seq: 32,
+        };
+        let opts = KernelOptions {
+            dtype: DType::Fp32,
+            ..KernelOptions::default()
+        };
+        let w = vec![0.5f32; 32 * 64];
+        let lw = LayerWeights {
+            wq: &w[..1024],
+            wk: &w[..1024],
+            wv: &w[..1024],
+            wo: &w[..1024],
+            w1: &w,
+            w2: &w,
+            w3: &w,
+        };
+        let dev = ane_runtime::open(device).unwrap();
+        let opts = if device == "cpu" {
+            opts
+        } else {
+            KernelOptions {
+                dtype: DType::Fp16,
+                ..opts
+            }
+        };
+        let spec = Arc::new(
+            KernelKind::WoFwd
+                .generate(&dims, &opts, mode, Some(&lw))
+                .unwrap(),
+        );
+        let kernel = compile_spec(dev.as_ref(), &spec).unwrap();
+        let mut r = Runner::new(dev.as_ref(), &kernel, spec).unwrap();
+        r.stage_weights(&lw).unwrap();
+        r
+    }
+
+    /// On an fp32 surface holding only the activation, the host op writes the surface itself:
+    /// the staging buffer is never touched.
+    #[test]
+    fn a_whole_fp32_input_is_written_in_place() {
+        let mut r = runner("cpu", WeightMode::Params);
+        let values: Vec<f32> = (0..32 * 32).map(|i| i as f32).collect();
+        r.act("attn_out", |dst| {
+            dst.copy_from_slice(&values);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(r.inputs[0].read_f32().unwrap(), values);
+        assert!(r.staging[0].iter().all(|&v| v == 0.0), "no staging copy");
+        r.eval().unwrap();
+        assert_eq!(r.part("o").unwrap().len(), 32 * 32);
+    }
+
+    /// A packed input keeps its staged weight columns when an activation block is written.
+    #[test]
+    fn a_packed_activation_leaves_the_weight_columns_alone() {
+        let mut r = runner("cpu", WeightMode::Packed);
+        let before = r.inputs[0].read_f32().unwrap();
+        r.act("attn_out", |dst| {
+            dst.fill(2.0);
+            Ok(())
+        })
+        .unwrap();
+        let after = r.inputs[0].read_f32().unwrap();
+        let width = r.spec.inputs[0].shape[3];
+        for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+            if i % width < 32 {
+                assert_eq!(*a, 2.0);
+            } else {
+                assert_eq!(
+                    a,
+                    b,
+                    "weight column {} of row {} changed",
+                    i % width,
+                    i / width
+                );
+            }
+        }
+        assert!(before.iter().any(|&v| v == 0.5), "weights were staged");
+    }
 }
