@@ -664,7 +664,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let dx_ffn = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::FfnBwdW13t)?;
         k.run(&[("dh1", &dh1), ("dh3", &dh3)])?;
-        Ok(k.part("dx_ffn")?)
+        k.part("dx_ffn")
     })??;
     let mut dx2 = dy.to_vec();
     let ffn_norm = &cx.params[r(ParamKind::FfnNorm)];
@@ -688,7 +688,7 @@ fn layer_backward<F: Fn(ParamKind) -> Range<usize>>(
     let da = host::overlap_dw(jobs, || -> Result<Vec<f32>> {
         let k = set.get(KernelKind::WotBwd)?;
         k.run(&[("dx2_scaled", &dx2s)])?;
-        Ok(k.part("da")?)
+        k.part("da")
     })??;
     // Attention: K and V tiled to the query heads, back through softmax (beside dWo).
     let (mut k_tiled, mut v_tiled) = (vec![0.0; qd * s], vec![0.0; qd * s]);
@@ -933,6 +933,6 @@ mod tests {
                 );
             }
         }
-        assert!(before.iter().any(|&v| v == 0.5), "weights were staged");
+        assert!(before.contains(&0.5), "weights were staged");
     }
 }
