@@ -472,3 +472,21 @@ fn set_params_restages_or_recompiles() {
         );
     }
 }
+
+/// Compiles per model: 10 shared kernels for Packed/Params; Baked compiles the eight
+/// weight-bearing kernels per layer and the two weight-free ones once (8·L + 2).
+#[test]
+fn compile_counts_per_weight_mode() {
+    let cfg = tiny();
+    for (mode, want) in [
+        (WeightMode::Packed, 10),
+        (WeightMode::Params, 10),
+        (WeightMode::Baked, 8 * cfg.n_layers + 2),
+    ] {
+        let budget = Arc::new(CompileBudget::new(1000));
+        let fake: Arc<dyn Device> =
+            Arc::new(AneDevice::new(FakeSys::new(), AneOptions::new(budget.clone())).unwrap());
+        Model::new(cfg.clone(), fake, mode, init(&cfg, 31)).unwrap();
+        assert_eq!(budget.used(), want, "{mode:?}");
+    }
+}
