@@ -22,6 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a model (default: stories260k on the built-in corpus), then print an efficiency
+    /// report and a text sample.
+    Train(Box<cmd::train::TrainArgs>),
+    /// Generate text from a checkpoint.
+    Sample(cmd::train::SampleArgs),
     /// Build a demo kernel (RMSNorm with a baked weight), write its MIL and weight blob, read
     /// both back and check them.
     Demo(cmd::demo::DemoArgs),
@@ -38,6 +43,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => cmd::train::run(&args),
+        Command::Sample(args) => cmd::train::run_sample(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),
         Command::Bench(c) => cmd::bench::run(&c),

@@ -115,6 +115,38 @@ impl CompileBudget {
     }
 }
 
+/// Counts compiles against a budget. The driver counts every real compile and every load
+/// served from the compile cache: whether a cache-served load leaks like a compile is
+/// unmeasured (style-anchors rec. 5), so it is counted until someone measures it.
+pub trait CompileCounter: Send + Sync + std::fmt::Debug {
+    /// Counts one compile and returns how many are counted, or
+    /// [`crate::Error::BudgetExhausted`] (counting nothing) when the budget is spent.
+    fn try_acquire(&self) -> Result<usize>;
+
+    /// Compiles still allowed, or `None` when the counter has no limit.
+    fn remaining(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl CompileCounter for CompileBudget {
+    fn try_acquire(&self) -> Result<usize> {
+        CompileBudget::try_acquire(self)
+    }
+    fn remaining(&self) -> Option<usize> {
+        Some(CompileBudget::remaining(self))
+    }
+}
+
+impl CompileCounter for &'static CompileBudget {
+    fn try_acquire(&self) -> Result<usize> {
+        CompileBudget::try_acquire(self)
+    }
+    fn remaining(&self) -> Option<usize> {
+        Some(CompileBudget::remaining(self))
+    }
+}
+
 static GLOBAL: OnceLock<CompileBudget> = OnceLock::new();
 
 impl CompileBudget {

@@ -137,6 +137,13 @@ pub trait Device: Send + Sync + std::fmt::Debug {
 
     /// Ends what `realtime_begin` started.
     fn realtime_end(&self) -> Realtime;
+
+    /// How many more kernels this process may compile on the device before it must restart
+    /// (the Neural Engine's compile leak, rule 11), or `None` when compiles are unlimited.
+    /// A trainer asks before a batch of compiles so it can checkpoint first.
+    fn compiles_remaining(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Opens a device by name: `cpu`, `ane-sim`, `ane`, or `auto` (`ane` where it opens, else

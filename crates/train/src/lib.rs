@@ -8,9 +8,16 @@
 
 #![deny(missing_docs)]
 
+pub mod checkpoint;
+pub mod data;
 pub mod host;
 pub mod kernels;
 pub mod llama;
 pub mod model;
+pub mod optim;
+pub mod report;
+pub mod rng;
+pub mod sample;
+pub mod trainer;
 
 pub use ane_runtime as runtime;

@@ -268,6 +268,7 @@ pub struct Model {
     loss_scale: f32,
     timings: StepTimings,
     compaction: Option<host::VocabCompaction>,
+    compiles: usize,
 }
 
 impl Model {
@@ -324,6 +325,7 @@ impl Model {
             loss_scale: if fp16 { FP16_LOSS_SCALE } else { 1.0 },
             timings: StepTimings::default(),
             compaction: None,
+            compiles: 0,
         };
         m.compile()?;
         Ok(m)
@@ -354,6 +356,11 @@ impl Model {
             )));
         }
         self.params = params;
+        self.refresh()
+    }
+
+    /// Makes the device see the current parameters: Baked recompiles, the others restage.
+    fn refresh(&mut self) -> Result<()> {
         if self.mode == WeightMode::Baked {
             self.compile()
         } else {
@@ -369,6 +376,7 @@ impl Model {
     fn compile(&mut self) -> Result<()> {
         let mut shared: HashMap<KernelKind, (Kernel, Arc<KernelSpec>)> = HashMap::new();
         let mut sets = Vec::with_capacity(self.cfg.n_layers);
+        let mut compiled = 0;
         for l in 0..self.cfg.n_layers {
             let w = self.layer_weights(l);
             let mut set = HashMap::new();
@@ -382,6 +390,7 @@ impl Model {
                         let spec =
                             Arc::new(kind.generate(&self.dims, &self.opts, self.mode, Some(&w))?);
                         let kernel = compile_spec(self.device.as_ref(), &spec)?;
+                        compiled += 1;
                         if !per_layer {
                             shared.insert(kind, (kernel.clone(), spec.clone()));
                         }
@@ -395,6 +404,7 @@ impl Model {
             sets.push(KernelSet(set));
         }
         self.sets = sets;
+        self.compiles += compiled;
         Ok(())
     }
 
@@ -459,6 +469,70 @@ impl Model {
         self.timings
     }
 
+    /// Kernels this model has compiled so far (its build and every Baked update).
+    pub fn compile_count(&self) -> usize {
+        self.compiles
+    }
+
+    /// The weight mode.
+    pub fn mode(&self) -> WeightMode {
+        self.mode
+    }
+
+    /// The device the kernels run on.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.device
+    }
+
+    /// Kernel compiles one parameter update costs: `8·L + 2` in Baked mode (every kernel is
+    /// rebuilt with the new weights inside), 0 in Packed and Params (weights are restaged).
+    pub fn compiles_per_update(&self) -> usize {
+        match self.mode {
+            WeightMode::Baked => 8 * self.cfg.n_layers + 2,
+            WeightMode::Packed | WeightMode::Params => 0,
+        }
+    }
+
+    /// Changes the parameters in place through `f` (same layout as [`Model::params`]), then
+    /// makes the device see them: Packed/Params restage the weight blocks, Baked recompiles.
+    pub fn update_params(&mut self, f: impl FnOnce(&mut [f32])) -> Result<()> {
+        f(&mut self.params);
+        self.refresh()
+    }
+
+    /// The next-token logits `[V]` after `context[..=pos]`.
+    ///
+    /// `context` holds at most `S` ids; it is padded with id 0 to a full window, which cannot
+    /// change position `pos` because attention is causal. One forward pass of the window.
+    pub fn logits_at(&mut self, context: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let (d, s, v) = (self.cfg.dim, self.cfg.seq_len, self.cfg.vocab_size);
+        if context.is_empty() || context.len() > s || pos >= context.len() {
+            return Err(ModelError::Shape(format!(
+                "logits_at needs 1..={s} context tokens and a position inside them, got {} \
+                 tokens and position {pos}",
+                context.len()
+            )));
+        }
+        let mut inputs = context.to_vec();
+        inputs.resize(s, 0);
+        let Model {
+            cfg,
+            index,
+            params,
+            sets,
+            ..
+        } = self;
+        let xf = trunk(cfg, index, params, sets, &inputs)?.xf;
+        let w = &params[index[&(head_kind(cfg), None)].clone()];
+        let col: Vec<f32> = (0..d).map(|k| xf[k * s + pos]).collect();
+        Ok((0..v)
+            .map(|r| {
+                let row = &w[r * d..(r + 1) * d];
+                row.iter().zip(&col).map(|(a, b)| a * b).sum()
+            })
+            .collect())
+    }
+
     fn timed(&mut self, tokens: &[u32], backward: bool) -> Result<(f32, Option<Vec<f32>>)> {
         let t = Instant::now();
         let out = self.run(tokens, backward);
@@ -499,32 +573,8 @@ impl Model {
         let (inputs, targets) = (&tokens[..s], &tokens[1..]);
         let alpha = c.residual_alpha();
         let get = |k: ParamKind, l: Option<usize>| &params[index[&(k, l)].clone()];
-        let mut x = vec![0.0; d * s];
-        host::embedding_forward(&mut x, inputs, get(ParamKind::Embed, None), v, d)?;
-        let mut saved: Vec<Saved> = Vec::with_capacity(c.n_layers);
-        for (l, set) in sets.iter_mut().enumerate() {
-            let norms = (
-                get(ParamKind::AttnNorm, Some(l)),
-                get(ParamKind::FfnNorm, Some(l)),
-            );
-            let (sv, next) = layer_forward(set, c, norms, &x, alpha)?;
-            saved.push(sv);
-            x = next;
-        }
-        let mut xf = vec![0.0; d * s];
-        host::rmsnorm_forward(
-            &mut xf,
-            &x,
-            get(ParamKind::FinalNorm, None),
-            d,
-            s,
-            c.norm_eps,
-        )?;
-        let head = if c.tied_classifier {
-            ParamKind::Embed
-        } else {
-            ParamKind::Classifier
-        };
+        let Trunk { x, saved, xf } = trunk(c, index, params, sets, inputs)?;
+        let head = head_kind(c);
         let (cv, head_w, mapped) = match compaction.as_ref() {
             None => (v, get(head, None).to_vec(), targets.to_vec()),
             Some(comp) => {
@@ -585,6 +635,57 @@ impl Model {
         }
         Ok((loss, Some(grads)))
     }
+}
+
+/// The classifier's parameter: the embedding when tied.
+fn head_kind(c: &ModelConfig) -> ParamKind {
+    if c.tied_classifier {
+        ParamKind::Embed
+    } else {
+        ParamKind::Classifier
+    }
+}
+
+/// What the forward pass through the layers leaves: the last layer's output `x [D, S]`, each
+/// layer's saved activations, and the final RMSNorm's output `xf [D, S]`.
+struct Trunk {
+    x: Vec<f32>,
+    saved: Vec<Saved>,
+    xf: Vec<f32>,
+}
+
+/// Embedding, every layer and the final RMSNorm over `inputs` (`S` token ids).
+fn trunk(
+    c: &ModelConfig,
+    index: &HashMap<(ParamKind, Option<usize>), Range<usize>>,
+    params: &[f32],
+    sets: &mut [KernelSet],
+    inputs: &[u32],
+) -> Result<Trunk> {
+    let (d, s, v) = (c.dim, c.seq_len, c.vocab_size);
+    let get = |k: ParamKind, l: Option<usize>| &params[index[&(k, l)].clone()];
+    let mut x = vec![0.0; d * s];
+    host::embedding_forward(&mut x, inputs, get(ParamKind::Embed, None), v, d)?;
+    let mut saved: Vec<Saved> = Vec::with_capacity(c.n_layers);
+    for (l, set) in sets.iter_mut().enumerate() {
+        let norms = (
+            get(ParamKind::AttnNorm, Some(l)),
+            get(ParamKind::FfnNorm, Some(l)),
+        );
+        let (sv, next) = layer_forward(set, c, norms, &x, c.residual_alpha())?;
+        saved.push(sv);
+        x = next;
+    }
+    let mut xf = vec![0.0; d * s];
+    host::rmsnorm_forward(
+        &mut xf,
+        &x,
+        get(ParamKind::FinalNorm, None),
+        d,
+        s,
+        c.norm_eps,
+    )?;
+    Ok(Trunk { x, saved, xf })
 }
 
 /// Runs layer `l`'s forward: returns what backward needs and the layer's output.
@@ -817,16 +918,10 @@ fn layer_weights_of<'a>(
 /// Random initial parameters for `cfg`, laid out as [`ModelConfig::params`]: uniform in
 /// `(-s, s)` per tensor with upstream's scales — `Wq, Wk, Wv`: `1/√D`; `Wo`: `1/√QD · 1/√(2L)`;
 /// `W1, W3`: `1/√H`; `W2`: `1/√D · 1/√(2L)`; embedding and classifier `0.02`; RMSNorm weights 1.
-/// Deterministic for a given `seed` (xorshift64*).
+/// Deterministic for a given `seed` ([`crate::rng::Rng`]).
 pub fn init_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut rng = crate::rng::Rng::new(seed);
+    let mut uniform = move || rng.symmetric();
     let depth = 1.0 / (2.0 * cfg.n_layers as f32).sqrt();
     let inv_sqrt = |n: usize| 1.0 / (n as f32).sqrt();
     let mut out = Vec::with_capacity(cfg.param_count());

@@ -5,3 +5,4 @@ pub mod demo;
 pub mod mil;
 pub mod mil_run;
 pub mod selftest;
+pub mod train;

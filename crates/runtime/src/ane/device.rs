@@ -198,6 +198,10 @@ impl<S: AneSys> Device for AneDevice<S> {
             Err(why) => Realtime::Unavailable(why),
         }
     }
+
+    fn compiles_remaining(&self) -> Option<usize> {
+        self.shared.opts.budget.remaining()
+    }
 }
 
 #[cfg(test)]

@@ -4,31 +4,10 @@
 
 use std::fmt;
 
-use crate::budget::CompileBudget;
+pub use crate::budget::CompileCounter;
 use crate::cache::{CacheKey, CompileCache};
 use crate::error::Result;
 use crate::pool::SurfacePool;
-
-/// Counts compiles against a budget. The driver counts every real compile and every load
-/// served from the compile cache: whether a cache-served load leaks like a compile is
-/// unmeasured (style-anchors rec. 5), so it is counted until someone measures it.
-pub trait CompileCounter: Send + Sync + fmt::Debug {
-    /// Counts one compile and returns how many are counted, or
-    /// [`crate::Error::BudgetExhausted`] (counting nothing) when the budget is spent.
-    fn try_acquire(&self) -> Result<usize>;
-}
-
-impl CompileCounter for CompileBudget {
-    fn try_acquire(&self) -> Result<usize> {
-        CompileBudget::try_acquire(self)
-    }
-}
-
-impl CompileCounter for &'static CompileBudget {
-    fn try_acquire(&self) -> Result<usize> {
-        CompileBudget::try_acquire(self)
-    }
-}
 
 /// Reuses device buffers by allocation size.
 pub trait SurfaceRecycler<T>: Send + Sync + fmt::Debug {

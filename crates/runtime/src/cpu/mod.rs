@@ -22,6 +22,7 @@ use ane_mil::{DType, Dialect, Program};
 
 use self::exec::{BufKind, Ctx, Ptr};
 use self::plan::Plan;
+use crate::budget::CompileCounter;
 use crate::device::{BindingOrder, Capabilities, Device, DeviceKind, Fidelity, Realtime};
 use crate::error::{Error, Result};
 use crate::kernel::{BindingImpl, Kernel, KernelImpl, KernelInfo};
@@ -35,6 +36,7 @@ use crate::weights::Weights;
 pub struct CpuDevice {
     caps: Capabilities,
     pool: Arc<SurfacePool<HostMemory>>,
+    budget: Option<Arc<dyn CompileCounter>>,
 }
 
 impl CpuDevice {
@@ -80,7 +82,16 @@ impl CpuDevice {
                 ),
             },
             pool,
+            budget: None,
         }
+    }
+
+    /// This device, counting every compile against `budget` like the Neural Engine driver
+    /// (rule 11): `ane-sim` with a budget rehearses a trainer's checkpoint-and-restart on any
+    /// machine. Without one (the default) compiles are unlimited.
+    pub fn with_compile_budget(mut self, budget: Arc<dyn CompileCounter>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
@@ -91,6 +102,9 @@ impl Device for CpuDevice {
 
     fn compile(&self, program: &Program, weights: &Weights) -> Result<Kernel> {
         ane_mil::verify::verify(program)?;
+        if let Some(b) = &self.budget {
+            b.try_acquire()?;
+        }
         let ane = self.caps.fidelity == Fidelity::Ane;
         if ane {
             rules::check_program(program)?;
@@ -122,6 +136,10 @@ impl Device for CpuDevice {
 
     fn realtime_end(&self) -> Realtime {
         crate::realtime::end()
+    }
+
+    fn compiles_remaining(&self) -> Option<usize> {
+        self.budget.as_ref().and_then(|b| b.remaining())
     }
 }
 

@@ -102,6 +102,11 @@ impl WeightMode {
             WeightMode::Params => "params",
         }
     }
+
+    /// The mode named `name` (as [`WeightMode::name`] spells it), or `None`.
+    pub fn from_name(name: &str) -> Option<WeightMode> {
+        WeightMode::ALL.into_iter().find(|m| m.name() == name)
+    }
 }
 
 /// The dims a kernel is generated for.

@@ -1,0 +1,528 @@
+//! `ane-train train`: train a model on the built-in corpus (or a text file), checkpointing as
+//! it goes, then print an efficiency report and a text sample. `ane-train sample`: continue a
+//! prompt from a checkpoint.
+//!
+//! When the compile budget cannot fit the next Baked update, the run writes its checkpoint
+//! and re-executes itself with `--resume` (a fresh process gets a fresh budget).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ane_runtime::budget::{CompileBudget, CompileCounter};
+use ane_runtime::cpu::CpuDevice;
+use ane_runtime::{Device, Fidelity};
+use ane_train::checkpoint::{self, CorpusInfo, TrainSettings};
+use ane_train::data::{corpus, ByteTokenizer, TokenData};
+use ane_train::kernels::WeightMode;
+use ane_train::llama::{init_params, Model};
+use ane_train::model::ModelConfig;
+use ane_train::optim::{AdamWConfig, Schedule};
+use ane_train::report::EfficiencyReport;
+use ane_train::sample::{generate, SampleOptions};
+use ane_train::trainer::{StepOutcome, Trainer};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Environment variable counting self-restarts of one run (for messages only).
+const ENV_RESTARTS: &str = "ANE_TRAIN_RESTARTS";
+
+/// Arguments of `ane-train train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model preset (stories260k, stories15m, stories42m, stories110m, qwen3-0.6b) or a TOML
+    /// file. Without it: the default run, stories260k with 128-token windows.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Override the model's window length (RoPE has no learned positions, so any multiple of
+    /// 16 works; shorter windows train faster per token).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Device: auto (the Neural Engine where there is one, else cpu), ane, ane-sim or cpu.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Weight mode: params (weights as inputs), packed, or baked (recompiles every update).
+    #[arg(long, default_value = "params")]
+    pub mode: String,
+    /// Training text: `builtin` (generated stories) or a text file (documents separated by
+    /// blank lines).
+    #[arg(long, default_value = "builtin")]
+    pub corpus: String,
+    /// Updates in the whole run.
+    #[arg(long, default_value_t = 3000)]
+    pub steps: u64,
+    /// Windows per update (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    pub accum: u32,
+    /// Peak learning rate; default by model width: 1e-2 up to dim 128, 1e-3 up to 512, else
+    /// 3e-4.
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Final learning rate (cosine decay ends there); default lr/10.
+    #[arg(long)]
+    pub min_lr: Option<f32>,
+    /// Warmup updates; default 5 % of the steps.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// AdamW weight decay (matrices only).
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f32,
+    /// Clip the gradient's global norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f32,
+    /// Seed of the initial weights and of the window order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory for the checkpoint (`checkpoint.bin`) and the report (`report.json`);
+    /// default `runs/<model name>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write a checkpoint every this many updates (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: u64,
+    /// Continue the run saved in this checkpoint (its settings win over the flags above,
+    /// except --steps, which may extend the run).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Print the held-out loss every this many updates (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Held-out windows per evaluation.
+    #[arg(long, default_value_t = 8)]
+    pub eval_windows: usize,
+    /// Kernel compiles allowed per process (default: ANE_MAX_COMPILES, else 100).
+    #[arg(long)]
+    pub max_compiles: Option<usize>,
+    /// After training, generate this many bytes of text (0: no sample).
+    #[arg(long, default_value_t = 400)]
+    pub sample_tokens: usize,
+    /// Prompt of the sample.
+    #[arg(long, default_value = "Once upon a time")]
+    pub prompt: String,
+    /// Sampling temperature (0: always the most likely byte).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Also write the efficiency report as JSON to this file (default `<out>/report.json`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Arguments of `ane-train sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The checkpoint to sample from.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Device: auto, ane, ane-sim or cpu.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Prompt.
+    #[arg(long, default_value = "Once upon a time")]
+    pub prompt: String,
+    /// Bytes to generate at most.
+    #[arg(long, default_value_t = 400)]
+    pub tokens: usize,
+    /// Sampling temperature (0: always the most likely byte).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Seed of the sampling RNG.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn parse_mode(name: &str) -> Result<WeightMode> {
+    WeightMode::from_name(name)
+        .with_context(|| format!("--mode {name:?}: expected params, packed or baked"))
+}
+
+fn load_config(name: &str) -> Result<ModelConfig> {
+    Ok(if name.ends_with(".toml") {
+        ModelConfig::from_toml_file(name)?
+    } else {
+        ModelConfig::preset(name)?
+    })
+}
+
+/// The corpus text and its description.
+fn load_corpus(name: &str) -> Result<(Vec<u8>, CorpusInfo)> {
+    let text = if name == "builtin" {
+        corpus::builtin().into_bytes()
+    } else {
+        std::fs::read(name).with_context(|| format!("reading corpus {name}"))?
+    };
+    let info = CorpusInfo::of(name, &text);
+    Ok((text, info))
+}
+
+fn check_vocab(cfg: &ModelConfig) -> Result<()> {
+    if cfg.vocab_size < ByteTokenizer::VOCAB_SIZE {
+        bail!(
+            "model {} has a vocabulary of {}, the byte tokenizer needs at least {}",
+            cfg.name,
+            cfg.vocab_size,
+            ByteTokenizer::VOCAB_SIZE
+        );
+    }
+    Ok(())
+}
+
+/// Opens the training device. `ane-sim` counts compiles against the process budget like the
+/// Neural Engine, so a Baked run rehearses checkpoint-and-restart on any machine.
+fn open_device(name: &str, max_compiles: Option<usize>) -> Result<Arc<dyn Device>> {
+    if let Some(n) = max_compiles {
+        CompileBudget::init_global(n)?;
+    }
+    if name == "ane-sim" {
+        let budget: Arc<dyn CompileCounter> = Arc::new(CompileBudget::global()?);
+        return Ok(Arc::new(
+            CpuDevice::new(Fidelity::Ane).with_compile_budget(budget),
+        ));
+    }
+    Ok(ane_runtime::open(name)?)
+}
+
+/// Runs `ane-train train`.
+pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    let mode = parse_mode(&args.mode)?;
+    let device = open_device(&args.device, args.max_compiles)?;
+    let (text, info) = load_corpus(&args.corpus)?;
+    let data = TokenData::from_text(&text, 0.05)?;
+    let resumed = args.resume.as_ref().map(|p| {
+        checkpoint::read(p).with_context(|| format!("reading checkpoint {}", p.display()))
+    });
+    let mut trainer = match resumed {
+        Some(ckpt) => {
+            let given = [
+                ("--model", args.model.is_some()),
+                ("--seq-len", args.seq_len.is_some()),
+                ("--lr", args.lr.is_some()),
+                ("--min-lr", args.min_lr.is_some()),
+                ("--warmup", args.warmup.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                bail!(
+                    "{flag} cannot be combined with --resume: a resumed run keeps the settings \
+                     in its checkpoint (only --steps may extend it)"
+                );
+            }
+            let mut ckpt = ckpt?;
+            if args.steps > ckpt.header.settings.steps {
+                ckpt.header.settings.steps = args.steps;
+                ckpt.header.settings.schedule.total = args.steps;
+            }
+            Trainer::resume(ckpt, device.clone(), mode, &info)?
+        }
+        None => {
+            let cfg = model_config(args)?;
+            let settings = settings_from(args, &cfg)?;
+            let t = Instant::now();
+            let model = Model::new(
+                cfg.clone(),
+                device.clone(),
+                mode,
+                init_params(&cfg, args.seed),
+            )?;
+            eprintln!(
+                "compiled {} kernels in {:.0} ms",
+                model.compile_count(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            Trainer::new(model, settings, info)?
+        }
+    };
+    let cfg = trainer.model().config().clone();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let ckpt_path = out.join("checkpoint.bin");
+    let s = *trainer.settings();
+    println!(
+        "ane-train train — {} ({} params, {} layers, dim {}, seq {}) on {}, {} mode",
+        cfg.name,
+        cfg.param_count(),
+        cfg.n_layers,
+        cfg.dim,
+        cfg.seq_len,
+        device.capabilities().description,
+        mode.name()
+    );
+    println!(
+        "  corpus {} ({} bytes: {} training tokens, {} held out); {} updates of {} x {} tokens, \
+         lr {:.1e} -> {:.1e}, from update {}",
+        args.corpus,
+        text.len(),
+        data.train.len(),
+        data.eval.len(),
+        s.steps,
+        s.accum,
+        cfg.seq_len,
+        s.schedule.lr,
+        s.schedule.min_lr,
+        trainer.steps_done()
+    );
+    let restarts = std::env::var(ENV_RESTARTS).unwrap_or_default();
+    if !restarts.is_empty() {
+        println!("  restart {restarts} of this run (compile budget)");
+    }
+    let bar = progress_bar(s.steps, trainer.steps_done());
+    let first = trainer.steps_done() + 1;
+    let mut last_loss = None;
+    let mut eval_loss = None;
+    loop {
+        match trainer.step(&data)? {
+            StepOutcome::Updated(r) => {
+                last_loss = Some(r.loss);
+                bar.set_position(r.step);
+                bar.set_message(format!("loss {:.3}  lr {:.2e}", r.loss, r.lr));
+                let every = |n: u64| n > 0 && r.step % n == 0 && r.step < s.steps;
+                if every(args.eval_every) {
+                    eval_loss = trainer.eval_loss(&data, args.eval_windows)?;
+                }
+                if every(args.eval_every) || r.step == first {
+                    let ev = eval_loss.map_or(String::new(), |e| format!("  held-out {e:.4}"));
+                    bar.suspend(|| {
+                        println!(
+                            "  update {:>6}  loss {:.4}{ev}  |g| {:.3}  lr {:.2e}  {:.0} ms",
+                            r.step,
+                            r.loss,
+                            r.grad_norm,
+                            r.lr,
+                            r.elapsed.as_secs_f64() * 1e3
+                        )
+                    });
+                }
+                if every(args.checkpoint_every) {
+                    trainer.save(&ckpt_path)?;
+                }
+            }
+            StepOutcome::Finished => break,
+            StepOutcome::RestartNeeded { needed, remaining } => {
+                trainer.save(&ckpt_path)?;
+                bar.finish_and_clear();
+                println!(
+                    "  compile budget: the next update needs {needed} compiles, {remaining} are \
+                     left; checkpointed at update {} and restarting",
+                    trainer.steps_done()
+                );
+                return restart(&ckpt_path);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    trainer.save(&ckpt_path)?;
+    eval_loss = trainer.eval_loss(&data, args.eval_windows)?.or(eval_loss);
+    let report = EfficiencyReport::new(
+        &cfg,
+        &device.capabilities().description,
+        mode.name(),
+        &trainer.totals(),
+        trainer.model().compile_count(),
+        last_loss,
+        eval_loss,
+    );
+    print!("{}", report.render());
+    let json_path = args.json.clone().unwrap_or_else(|| out.join("report.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!(
+        "checkpoint {}  report {}",
+        ckpt_path.display(),
+        json_path.display()
+    );
+    if args.sample_tokens > 0 {
+        let text = sample(
+            trainer.model_mut(),
+            &args.prompt,
+            args.sample_tokens,
+            args.temperature,
+            args.seed,
+        )?;
+        println!("\nsample (temperature {}):\n{text}", args.temperature);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Preset of the default run.
+const DEFAULT_MODEL: &str = "stories260k";
+/// Window length of the default run: a quarter of the preset's 512, which trains about 2.5×
+/// more tokens per second on a CPU (attention over the window dominates at dim 64).
+const DEFAULT_SEQ: usize = 128;
+
+/// The model of a new run: `--model` (default: the default run's), `--seq-len` applied.
+fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
+    let mut cfg = load_config(args.model.as_deref().unwrap_or(DEFAULT_MODEL))?;
+    let seq = match (&args.model, args.seq_len) {
+        (_, Some(s)) => Some(s),
+        (None, None) => Some(DEFAULT_SEQ),
+        (Some(_), None) => None,
+    };
+    if let Some(s) = seq {
+        cfg.seq_len = s;
+        cfg.validate()
+            .with_context(|| format!("--seq-len {s} for model {}", cfg.name))?;
+    }
+    check_vocab(&cfg)?;
+    Ok(cfg)
+}
+
+/// The default peak learning rate for a model of width `dim`.
+fn default_lr(dim: usize) -> f32 {
+    match dim {
+        0..=128 => 1e-2,
+        129..=512 => 1e-3,
+        _ => 3e-4,
+    }
+}
+
+fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let lr = args.lr.unwrap_or_else(|| default_lr(cfg.dim));
+    let s = TrainSettings {
+        steps: args.steps,
+        accum: args.accum,
+        schedule: Schedule {
+            lr,
+            min_lr: args.min_lr.unwrap_or(lr / 10.0),
+            warmup: args.warmup.unwrap_or(args.steps / 20),
+            total: args.steps,
+        },
+        adamw: AdamWConfig {
+            weight_decay: args.weight_decay,
+            grad_clip: args.grad_clip,
+            ..AdamWConfig::default()
+        },
+        seed: args.seed,
+    };
+    s.schedule.validate().map_err(anyhow::Error::msg)?;
+    s.adamw.validate().map_err(anyhow::Error::msg)?;
+    if s.accum == 0 {
+        bail!("--accum must be at least 1");
+    }
+    Ok(s)
+}
+
+fn progress_bar(total: u64, done: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "  [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(done);
+    bar
+}
+
+/// Flags (each taking a value) that a resumed run takes from its checkpoint instead.
+const FROM_CHECKPOINT: [&str; 6] = [
+    "--resume",
+    "--model",
+    "--seq-len",
+    "--lr",
+    "--min-lr",
+    "--warmup",
+];
+
+/// Re-executes this program with `--resume <checkpoint>`, dropping the flags the checkpoint
+/// now provides.
+fn restart(ckpt: &Path) -> Result<ExitCode> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        let text = a.to_string_lossy();
+        if FROM_CHECKPOINT.contains(&text.as_ref()) {
+            skip = true;
+            continue;
+        }
+        if FROM_CHECKPOINT
+            .iter()
+            .any(|f| text.starts_with(&format!("{f}=")))
+        {
+            continue;
+        }
+        args.push(a);
+    }
+    args.push("--resume".into());
+    args.push(ckpt.as_os_str().to_owned());
+    let n: u64 = std::env::var(ENV_RESTARTS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        + 1;
+    let exe = std::env::current_exe().context("finding this program to restart it")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args).env(ENV_RESTARTS, n.to_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        Err(err).context("restarting")
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd.status().context("restarting")?;
+        Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}
+
+/// Continues `prompt` for up to `tokens` bytes; returns prompt + continuation.
+fn sample(
+    model: &mut Model,
+    prompt: &str,
+    tokens: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<String> {
+    let tok = ByteTokenizer;
+    let mut ids = vec![ByteTokenizer::BOS];
+    ids.extend(tok.encode(prompt.as_bytes()));
+    let s = model.config().seq_len;
+    if ids.len() > s {
+        bail!(
+            "the prompt is {} bytes; this model sees at most {}",
+            prompt.len(),
+            s - 1
+        );
+    }
+    let opts = SampleOptions {
+        max_tokens: tokens,
+        temperature,
+        vocab_limit: ByteTokenizer::VOCAB_SIZE,
+        stop: [Some(ByteTokenizer::BOS), Some(ByteTokenizer::EOS)],
+        seed,
+    };
+    let new = generate(model, &ids, &opts)?;
+    Ok(format!("{prompt}{}", tok.decode(&new)))
+}
+
+/// Runs `ane-train sample`.
+pub fn run_sample(args: &SampleArgs) -> Result<ExitCode> {
+    let ckpt = checkpoint::read(&args.checkpoint)
+        .with_context(|| format!("reading checkpoint {}", args.checkpoint.display()))?;
+    check_vocab(&ckpt.header.model)?;
+    let device = ane_runtime::open(&args.device)?;
+    let mut model = Model::new(ckpt.header.model, device, WeightMode::Params, ckpt.params)?;
+    let text = sample(
+        &mut model,
+        &args.prompt,
+        args.tokens,
+        args.temperature,
+        args.seed,
+    )?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,193 @@
+//! `ane-train train` and `ane-train sample` end to end: a short run writes a checkpoint, a
+//! JSON report and a sample; a resumed run continues it; a Baked run on `ane-sim` with a small
+//! compile budget restarts itself until done; bad input is refused with clear messages.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ane-train"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ane-train-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny(dir: &std::path::Path) -> PathBuf {
+    let p = dir.join("tiny.toml");
+    std::fs::write(
+        &p,
+        "name = \"tiny\"\ndim = 32\nn_layers = 1\nn_heads = 4\nn_kv_heads = 2\nhead_dim = 8\n\
+         hidden_dim = 64\nvocab_size = 259\nseq_len = 32\n",
+    )
+    .unwrap();
+    p
+}
+
+fn run(cmd: &mut Command) -> (Output, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+fn checkpoint_step(path: &std::path::Path) -> u64 {
+    ane_train::checkpoint::read(path).unwrap().header.step
+}
+
+#[test]
+fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
+    let d = tmp("short");
+    let model = tiny(&d);
+    let (out, text) = run(bin()
+        .args(["train", "--device", "cpu", "--steps", "30"])
+        .args([
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--out".as_ref(),
+            d.as_os_str(),
+            "--sample-tokens".as_ref(),
+            "60".as_ref(),
+            "--eval-every".as_ref(),
+            "10".as_ref(),
+        ]));
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "update     10",
+        "held-out",
+        "efficiency",
+        "tokens/s",
+        "sample",
+        "Once upon a time",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    let ckpt = d.join("checkpoint.bin");
+    assert_eq!(checkpoint_step(&ckpt), 30);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["updates"], 30);
+    assert_eq!(report["tokens"], 30 * 32);
+    assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    // Extend the run by ten updates from its checkpoint.
+    let (out, text) = run(bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "40",
+            "--sample-tokens",
+            "0",
+        ])
+        .args([
+            "--resume".as_ref(),
+            ckpt.as_os_str(),
+            "--out".as_ref(),
+            d.as_os_str(),
+        ]));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("from update 30"), "{text}");
+    assert_eq!(checkpoint_step(&ckpt), 40);
+
+    // Sample from it.
+    let (out, text) = run(bin()
+        .args([
+            "sample", "--device", "cpu", "--tokens", "20", "--prompt", "One day",
+        ])
+        .args(["--checkpoint".as_ref(), ckpt.as_os_str()]));
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("One day"), "{text}");
+}
+
+/// Each process fits the model build (10 compiles) and one Baked update (10) in a budget of
+/// 25, so three updates take three processes; the run re-executes itself and finishes.
+#[test]
+fn a_baked_run_restarts_itself_at_the_compile_budget() {
+    let d = tmp("baked");
+    let model = tiny(&d);
+    let (out, text) = run(bin()
+        .env("ANE_MAX_COMPILES", "25")
+        .args([
+            "train", "--device", "ane-sim", "--mode", "baked", "--steps", "3",
+        ])
+        .args(["--sample-tokens", "0"])
+        .args([
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--out".as_ref(),
+            d.as_os_str(),
+        ]));
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("checkpointed at update").count(), 2, "{text}");
+    assert!(text.contains("restart 2 of this run"), "{text}");
+    assert!(text.contains("efficiency"), "{text}");
+    assert_eq!(checkpoint_step(&d.join("checkpoint.bin")), 3);
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let d = tmp("bad");
+    let model = tiny(&d);
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec!["--mode".into(), "fast".into()],
+            "--mode \"fast\": expected params, packed or baked",
+        ),
+        (
+            vec!["--model".into(), "stories1b".into()],
+            "unknown model preset `stories1b`",
+        ),
+        (
+            vec!["--corpus".into(), d.join("nope.txt").into()],
+            "reading corpus",
+        ),
+        (
+            vec!["--resume".into(), model.clone().into()],
+            "not a valid ane-train checkpoint",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model.clone().into(),
+                "--seq-len".into(),
+                "40".into(),
+            ],
+            "must be a multiple of 16",
+        ),
+        (
+            vec!["--steps".into(), "0".into()],
+            "--steps must be at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let (out, text) = run(bin()
+            .args(["train", "--device", "cpu"])
+            .args(&args)
+            .args(["--out".as_ref(), d.as_os_str()]));
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            text.contains(want),
+            "{args:?}: {want:?} missing from {text}"
+        );
+    }
+    let short = d.join("short.txt");
+    std::fs::write(&short, "Too short.").unwrap();
+    let (out, text) = run(bin()
+        .args(["train", "--device", "cpu"])
+        .args([
+            "--corpus".as_ref(),
+            short.as_os_str(),
+            "--model".as_ref(),
+            model.as_os_str(),
+        ])
+        .args(["--out".as_ref(), d.as_os_str()]));
+    assert!(!out.status.success());
+    assert!(text.contains("fewer than one window"), "{text}");
+}

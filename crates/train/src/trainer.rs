@@ -1,0 +1,362 @@
+//! The training loop: gradient accumulation, AdamW, the compile budget, checkpoints.
+//!
+//! One update ([`Trainer::step`]) draws `accum` windows of `S + 1` tokens, averages their
+//! gradients, clips and applies AdamW at the scheduled learning rate, and hands the new
+//! weights to the device (Packed/Params: restaged; Baked: recompiled). Everything the next
+//! update depends on — parameters, both moments, AdamW's step count, the sampler's state, the
+//! step — is in the checkpoint, so a resumed run is bit for bit the run that was not stopped
+//! (on the same device and weight mode).
+//!
+//! The compile budget: in Baked mode every update recompiles `8·L + 2` kernels, and the Neural
+//! Engine allows only so many compiles per process. Before an update that would not fit,
+//! [`Trainer::step`] returns [`StepOutcome::RestartNeeded`] without touching anything; the
+//! caller writes a checkpoint and continues in a fresh process (the CLI re-executes itself).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ane_runtime::Device;
+
+use crate::checkpoint::{self, Checkpoint, CheckpointError, CorpusInfo, Header, TrainSettings};
+use crate::data::{DataError, TokenData, WindowSampler};
+use crate::kernels::WeightMode;
+use crate::llama::{Model, ModelError};
+use crate::optim::AdamW;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The data does not fit the model.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A setting is out of range.
+    #[error("invalid training setting: {0}")]
+    Settings(String),
+    /// The compile budget cannot fit even one update in a fresh process.
+    #[error("{0}")]
+    Budget(String),
+    /// A checkpoint does not belong to this run.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The gradient was not finite several updates in a row.
+    #[error(
+        "the gradient was not finite for {0} updates in a row (loss {1}); lower the learning \
+         rate or resume from an earlier checkpoint"
+    )]
+    Diverged(u32, f32),
+}
+
+type Result<T> = std::result::Result<T, TrainError>;
+
+/// Updates in a row with a non-finite gradient before training stops.
+pub const MAX_SKIPPED_IN_A_ROW: u32 = 3;
+
+/// Where the time of a run went, summed over updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Updates done in this process.
+    pub updates: u64,
+    /// Updates skipped because the gradient was not finite.
+    pub skipped: u64,
+    /// Windows of `S + 1` tokens trained on.
+    pub windows: u64,
+    /// Tokens predicted (`S` per window).
+    pub tokens: u64,
+    /// Wall time inside [`Trainer::step`].
+    pub wall: Duration,
+    /// Device kernel evaluations.
+    pub device: Duration,
+    /// Moving data into and out of device surfaces.
+    pub traffic: Duration,
+    /// Host ops (norms, RoPE, GQA, loss, dW GEMMs).
+    pub host: Duration,
+    /// AdamW (norm, clipping, update).
+    pub optimizer: Duration,
+    /// Handing new weights to the device (restaging, or recompiling in Baked mode).
+    pub weight_update: Duration,
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Updates done, this one included.
+    pub step: u64,
+    /// Mean loss of the update's windows (before the update).
+    pub loss: f32,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Whether the update was skipped (non-finite gradient; parameters unchanged).
+    pub skipped: bool,
+    /// Wall time of the update.
+    pub elapsed: Duration,
+}
+
+/// What [`Trainer::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepOutcome {
+    /// One update was done.
+    Updated(StepReport),
+    /// Every update of the run is done.
+    Finished,
+    /// The next update's compiles do not fit this process's budget: checkpoint and restart.
+    RestartNeeded {
+        /// Compiles the update needs.
+        needed: usize,
+        /// Compiles left in this process.
+        remaining: usize,
+    },
+}
+
+/// A model being trained; see the module docs.
+#[derive(Debug)]
+pub struct Trainer {
+    model: Model,
+    opt: AdamW,
+    sampler: WindowSampler,
+    settings: TrainSettings,
+    corpus: CorpusInfo,
+    step: u64,
+    skipped_in_a_row: u32,
+    checked_data: Option<(usize, usize)>,
+    totals: Totals,
+}
+
+impl Trainer {
+    /// Starts a run of `settings` on `model` (its current parameters are the starting point).
+    ///
+    /// Errors: settings out of range; a compile budget that cannot fit one update even now.
+    pub fn new(model: Model, settings: TrainSettings, corpus: CorpusInfo) -> Result<Trainer> {
+        let opt = AdamW::new(settings.adamw, model.param_table());
+        let sampler = WindowSampler::new(settings.seed);
+        Trainer::assemble(model, opt, sampler, settings, corpus, 0)
+    }
+
+    /// Continues the run saved in `ckpt` on `device` in weight mode `mode`. The corpus must be
+    /// the one the run was started on.
+    pub fn resume(
+        ckpt: Checkpoint,
+        device: Arc<dyn Device>,
+        mode: WeightMode,
+        corpus: &CorpusInfo,
+    ) -> Result<Trainer> {
+        let h = ckpt.header;
+        if h.corpus.sha256 != corpus.sha256 {
+            return Err(TrainError::Mismatch(format!(
+                "the checkpoint was trained on {} ({} bytes, sha256 {}), not on {} ({} bytes, \
+                 sha256 {}); resume with the same corpus",
+                h.corpus.name,
+                h.corpus.bytes,
+                h.corpus.sha256,
+                corpus.name,
+                corpus.bytes,
+                corpus.sha256
+            )));
+        }
+        let model = Model::new(h.model, device, mode, ckpt.params)?;
+        let opt = AdamW::restore(
+            h.settings.adamw,
+            model.param_table(),
+            ckpt.m,
+            ckpt.v,
+            h.adam_t,
+        )
+        .ok_or_else(|| TrainError::Mismatch("optimizer moments do not match the model".into()))?;
+        let sampler = WindowSampler::from_state(h.sampler_state)
+            .ok_or_else(|| TrainError::Mismatch("invalid sampler state".into()))?;
+        Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)
+    }
+
+    fn assemble(
+        model: Model,
+        opt: AdamW,
+        sampler: WindowSampler,
+        settings: TrainSettings,
+        corpus: CorpusInfo,
+        step: u64,
+    ) -> Result<Trainer> {
+        if settings.accum == 0 {
+            return Err(TrainError::Settings(
+                "accumulation must be at least 1".into(),
+            ));
+        }
+        settings.schedule.validate().map_err(TrainError::Settings)?;
+        settings.adamw.validate().map_err(TrainError::Settings)?;
+        let needed = model.compiles_per_update();
+        if let Some(remaining) = model.device().compiles_remaining() {
+            if needed > remaining {
+                return Err(TrainError::Budget(format!(
+                    "each {} update recompiles {needed} kernels, but only {remaining} compiles \
+                     are left in a fresh process after building the model ({} compiles); raise \
+                     the budget (ANE_MAX_COMPILES / --max-compiles) to at least {} or use \
+                     --mode params",
+                    model.mode().name(),
+                    model.compile_count(),
+                    model.compile_count() + needed
+                )));
+            }
+        }
+        Ok(Trainer {
+            model,
+            opt,
+            sampler,
+            settings,
+            corpus,
+            step,
+            skipped_in_a_row: 0,
+            checked_data: None,
+            totals: Totals::default(),
+        })
+    }
+
+    /// Does the next update, or says why not (see [`StepOutcome`]).
+    pub fn step(&mut self, data: &TokenData) -> Result<StepOutcome> {
+        if self.step >= self.settings.steps {
+            return Ok(StepOutcome::Finished);
+        }
+        let needed = self.model.compiles_per_update();
+        if let Some(remaining) = self.model.device().compiles_remaining() {
+            if needed > remaining {
+                return Ok(StepOutcome::RestartNeeded { needed, remaining });
+            }
+        }
+        let (vocab, seq) = (self.model.config().vocab_size, self.model.config().seq_len);
+        if self.checked_data != Some((data.train.len(), data.eval.len())) {
+            data.check(vocab, seq)?;
+            self.checked_data = Some((data.train.len(), data.eval.len()));
+        }
+        let start = Instant::now();
+        let accum = self.settings.accum;
+        let mut grads: Vec<f32> = Vec::new();
+        let mut loss_sum = 0.0f64;
+        for _ in 0..accum {
+            let window = self.sampler.next(&data.train, seq)?;
+            let (loss, g) = self.model.loss_and_grads(window)?;
+            let t = self.model.timings();
+            self.totals.device += t.device;
+            self.totals.traffic += t.traffic;
+            self.totals.host += t.host;
+            loss_sum += f64::from(loss);
+            if grads.is_empty() {
+                grads = g;
+            } else {
+                grads.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            }
+        }
+        if accum > 1 {
+            let inv = 1.0 / accum as f32;
+            grads.iter_mut().for_each(|g| *g *= inv);
+        }
+        let loss = (loss_sum / f64::from(accum)) as f32;
+        let lr = self.settings.schedule.at(self.step);
+        let t = Instant::now();
+        let norm = crate::optim::global_norm(&grads);
+        let skipped = !norm.is_finite();
+        let mut grad_norm = norm;
+        let mut optimizer = t.elapsed();
+        if skipped {
+            self.skipped_in_a_row += 1;
+            self.totals.skipped += 1;
+            if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW {
+                return Err(TrainError::Diverged(self.skipped_in_a_row, loss));
+            }
+        } else {
+            self.skipped_in_a_row = 0;
+            let Trainer { model, opt, .. } = self;
+            model.update_params(|p| {
+                let t = Instant::now();
+                grad_norm = opt.update(p, &mut grads, lr).grad_norm;
+                optimizer += t.elapsed();
+            })?;
+        }
+        self.totals.optimizer += optimizer;
+        self.totals.weight_update += t.elapsed().saturating_sub(optimizer);
+        self.step += 1;
+        let elapsed = start.elapsed();
+        self.totals.updates += 1;
+        self.totals.windows += u64::from(accum);
+        self.totals.tokens += u64::from(accum) * seq as u64;
+        self.totals.wall += elapsed;
+        Ok(StepOutcome::Updated(StepReport {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            skipped,
+            elapsed,
+        }))
+    }
+
+    /// Mean loss over up to `windows` fixed held-out windows; `None` without held-out data.
+    pub fn eval_loss(&mut self, data: &TokenData, windows: usize) -> Result<Option<f32>> {
+        let seq = self.model.config().seq_len;
+        let ws = data.eval_windows(seq, windows);
+        if ws.is_empty() {
+            return Ok(None);
+        }
+        let mut sum = 0.0f64;
+        for w in &ws {
+            sum += f64::from(self.model.loss(w)?);
+        }
+        Ok(Some((sum / ws.len() as f64) as f32))
+    }
+
+    /// Writes the checkpoint of the run as it stands (atomically; see [`checkpoint::write`]).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let header = self.header();
+        let (p, m, v) = (self.model.params(), &self.opt.m, &self.opt.v);
+        Ok(checkpoint::write(path, &header, p, m, v)?)
+    }
+
+    /// The checkpoint header of the run as it stands.
+    pub fn header(&self) -> Header {
+        Header {
+            model: self.model.config().clone(),
+            n_params: self.model.params().len() as u64,
+            step: self.step,
+            adam_t: self.opt.t,
+            sampler_state: self.sampler.state(),
+            settings: self.settings,
+            corpus: self.corpus.clone(),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The model, e.g. to sample from it.
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
+    /// The optimizer state.
+    pub fn optimizer(&self) -> &AdamW {
+        &self.opt
+    }
+
+    /// Updates done in the whole run (across restarts).
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// The run's settings.
+    pub fn settings(&self) -> &TrainSettings {
+        &self.settings
+    }
+
+    /// Where this process's time went.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+}
