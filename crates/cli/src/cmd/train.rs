@@ -88,7 +88,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Print the held-out loss every this many updates (0: only at the end).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 500)]
     pub eval_every: u64,
     /// Held-out windows per evaluation.
     #[arg(long, default_value_t = 8)]
