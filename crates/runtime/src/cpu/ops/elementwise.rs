@@ -14,6 +14,7 @@
 //! loops the compiler vectorizes), and stores the result.
 
 use super::super::exec::{round_f16, row_offset, split, BufId, Ctx, Ptr};
+use super::math::exp_f32;
 
 /// Elements per tile (per register).
 pub const TILE: usize = 1024;
@@ -45,9 +46,9 @@ impl UnaryOp {
     #[inline]
     fn apply(self, x: f32) -> f32 {
         match self {
-            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            UnaryOp::Silu => x / (1.0 + (-x).exp()),
-            UnaryOp::Exp => x.exp(),
+            UnaryOp::Sigmoid => 1.0 / (1.0 + exp_f32(-x)),
+            UnaryOp::Silu => x / (1.0 + exp_f32(-x)),
+            UnaryOp::Exp => exp_f32(x),
             UnaryOp::Log(eps) => (x + eps).ln(),
             UnaryOp::Rsqrt(eps) => 1.0 / (x + eps).sqrt(),
             UnaryOp::RoundF16 => round_f16(x),
@@ -313,9 +314,9 @@ fn unary_loop(op: UnaryOp, d: &mut [f32], a: &[f32]) {
         };
     }
     match op {
-        UnaryOp::Exp => each!(|x: f32| x.exp()),
-        UnaryOp::Sigmoid => each!(|x: f32| 1.0 / (1.0 + (-x).exp())),
-        UnaryOp::Silu => each!(|x: f32| x / (1.0 + (-x).exp())),
+        UnaryOp::Exp => each!(exp_f32),
+        UnaryOp::Sigmoid => each!(|x: f32| 1.0 / (1.0 + exp_f32(-x))),
+        UnaryOp::Silu => each!(|x: f32| x / (1.0 + exp_f32(-x))),
         other => each!(|x| other.apply(x)),
     }
 }

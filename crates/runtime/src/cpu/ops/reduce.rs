@@ -6,6 +6,7 @@
 //! non-reduced coordinates (`reduce_max` starts from -∞, `reduce_sum` from 0).
 
 use super::super::exec::{row_offset, split, BufId, Ctx, Ptr};
+use super::math::exp_f32;
 
 /// Softmax of a contiguous `[outer, len, inner]` tensor into a contiguous output.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,11 +51,10 @@ impl Softmax {
                         let dst = std::slice::from_raw_parts_mut(out.get().add(base), len * inner);
                         if inner == 1 {
                             let m = src.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                            let mut s = 0.0;
                             for (d, &v) in dst.iter_mut().zip(src) {
-                                *d = (v - m).exp();
-                                s += *d;
+                                *d = exp_f32(v - m);
                             }
+                            let s: f32 = dst.iter().fold(0.0, |acc, &d| acc + d);
                             let r = 1.0 / s;
                             dst.iter_mut().for_each(|d| *d *= r);
                         } else {
@@ -75,7 +75,7 @@ impl Softmax {
                                     .zip(&src[row])
                                     .zip(m.iter().zip(s.iter_mut()))
                                 {
-                                    *d = (v - mx).exp();
+                                    *d = exp_f32(v - mx);
                                     *acc += *d;
                                 }
                             }

@@ -4,6 +4,7 @@
 
 use super::super::exec::{split, BufId, Ctx, Ptr};
 use super::super::sgemm::{scratch_len, sgemm, Mat};
+use super::math::exp_f32;
 
 /// An attention mask: buffer and offset, batch strides, and row/column strides of `[L, S]`.
 pub type MaskView = ((BufId, usize), Vec<isize>, (isize, isize));
@@ -112,11 +113,10 @@ impl Sdpa {
                     }
                     for row in scores.chunks_mut(s) {
                         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                        let mut sum = 0.0;
                         for x in row.iter_mut() {
-                            *x = (*x - m).exp();
-                            sum += *x;
+                            *x = exp_f32(*x - m);
                         }
+                        let sum: f32 = row.iter().fold(0.0, |acc, &x| acc + x);
                         let r = 1.0 / sum;
                         row.iter_mut().for_each(|x| *x *= r);
                     }
