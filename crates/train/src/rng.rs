@@ -16,6 +16,12 @@ impl Rng {
         }
     }
 
+    /// Generator number `stream` of `seed`: both are hashed (splitmix64's finalizer), so
+    /// neighbouring streams and neighbouring seeds give unrelated sequences.
+    pub fn for_stream(seed: u64, stream: u64) -> Rng {
+        Rng::new(mix(mix(seed) ^ mix(stream ^ 0x5EED_C0DE_0000_0000)))
+    }
+
     /// The generator whose [`Rng::state`] is `state`; `None` for 0, which is not a state.
     pub fn from_state(state: u64) -> Option<Rng> {
         (state != 0).then_some(Rng { state })
@@ -49,6 +55,19 @@ impl Rng {
         assert!(n > 0, "Rng::below(0)");
         ((u128::from(self.next_u64() >> 32) * n as u128) >> 32) as usize
     }
+
+    /// A uniformly chosen element of `items` (non-empty).
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+}
+
+/// splitmix64's output function: a bijective 64-bit mix.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -66,6 +85,10 @@ mod tests {
         assert_eq!(a.next_u64(), c.next_u64());
         assert!(Rng::from_state(0).is_none());
         assert_ne!(Rng::new(0).state(), 0);
+        let mut s0 = Rng::for_stream(1, 0);
+        let mut s1 = Rng::for_stream(1, 1);
+        assert_ne!(s0.next_u64(), s1.next_u64());
+        assert_eq!(Rng::for_stream(1, 1), Rng::for_stream(1, 1));
     }
 
     #[test]

@@ -191,19 +191,15 @@ impl Trainer {
         }
         settings.schedule.validate().map_err(TrainError::Settings)?;
         settings.adamw.validate().map_err(TrainError::Settings)?;
-        let needed = model.compiles_per_update();
-        if let Some(remaining) = model.device().compiles_remaining() {
-            if needed > remaining {
-                return Err(TrainError::Budget(format!(
-                    "each {} update recompiles {needed} kernels, but only {remaining} compiles \
-                     are left in a fresh process after building the model ({} compiles); raise \
-                     the budget (ANE_MAX_COMPILES / --max-compiles) to at least {} or use \
-                     --mode params",
-                    model.mode().name(),
-                    model.compile_count(),
-                    model.compile_count() + needed
-                )));
-            }
+        if let Some((needed, remaining)) = budget_shortfall(&model) {
+            return Err(TrainError::Budget(format!(
+                "each {} update recompiles {needed} kernels, but only {remaining} compiles are \
+                 left in a fresh process after building the model ({} compiles); raise the \
+                 budget (ANE_MAX_COMPILES / --max-compiles) to at least {} or use --mode params",
+                model.mode().name(),
+                model.compile_count(),
+                model.compile_count() + needed
+            )));
         }
         Ok(Trainer {
             model,
@@ -223,11 +219,8 @@ impl Trainer {
         if self.step >= self.settings.steps {
             return Ok(StepOutcome::Finished);
         }
-        let needed = self.model.compiles_per_update();
-        if let Some(remaining) = self.model.device().compiles_remaining() {
-            if needed > remaining {
-                return Ok(StepOutcome::RestartNeeded { needed, remaining });
-            }
+        if let Some((needed, remaining)) = budget_shortfall(&self.model) {
+            return Ok(StepOutcome::RestartNeeded { needed, remaining });
         }
         let (vocab, seq) = (self.model.config().vocab_size, self.model.config().seq_len);
         if self.checked_data != Some((data.train.len(), data.eval.len())) {
@@ -359,4 +352,12 @@ impl Trainer {
     pub fn totals(&self) -> Totals {
         self.totals
     }
+}
+
+/// `(needed, remaining)` when the compiles of one update of `model` do not fit what is left of
+/// its device's compile budget.
+fn budget_shortfall(model: &Model) -> Option<(usize, usize)> {
+    let needed = model.compiles_per_update();
+    let remaining = model.device().compiles_remaining()?;
+    (needed > remaining).then_some((needed, remaining))
 }

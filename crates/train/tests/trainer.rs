@@ -93,28 +93,40 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Four hundred updates on the corpus take the held-out loss from a uniform guess (ln 259 ≈
-/// 5.56) to below 2.6, under the ≈ 3.0 plateau of byte frequencies alone, so the model uses its
-/// context: the whole loop (data, gradients, AdamW, restaging) learns.
+/// Eight hundred updates take the held-out loss from a uniform guess (ln 259 ≈ 5.56) to well
+/// below the entropy of the text's byte frequencies (≈ 3.07 nats: the best a model that ignores
+/// its context can do), so the model uses its context — the whole loop (data, gradients,
+/// AdamW, restaging) learns.
 #[test]
 fn training_lowers_the_held_out_loss() {
     let d = data();
-    let mut s = settings(400, 1);
+    let mut s = settings(800, 1);
     s.schedule.lr = 1e-2;
     s.schedule.min_lr = 1e-3;
     let mut t = trainer(cpu(), WeightMode::Params, s);
     let before = t.eval_loss(&d, 4).unwrap().unwrap();
     let losses = run_to_end(&mut t, &d);
     let after = t.eval_loss(&d, 4).unwrap().unwrap();
-    assert_eq!(losses.len(), 400);
+    let mut counts = [0usize; 256];
+    text().bytes().for_each(|b| counts[b as usize] += 1);
+    let n = text().len() as f64;
+    let unigram: f64 = counts
+        .iter()
+        .filter(|&&k| k > 0)
+        .map(|&k| -(k as f64 / n) * (k as f64 / n).ln())
+        .sum();
+    assert_eq!(losses.len(), 800);
     assert!(before > 5.0, "initial held-out loss {before}");
-    assert!(after < 2.6, "held-out loss {before} -> {after}");
+    assert!(
+        f64::from(after) < unigram - 0.3,
+        "held-out loss {before} -> {after}, byte entropy {unigram}"
+    );
     let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
-    let last: f32 = losses[395..].iter().sum::<f32>() / 5.0;
+    let last: f32 = losses[795..].iter().sum::<f32>() / 5.0;
     assert!(last < first - 2.0, "train loss {first} -> {last}");
     let totals = t.totals();
-    assert_eq!(totals.updates, 400);
-    assert_eq!(totals.tokens, 400 * 32);
+    assert_eq!(totals.updates, 800);
+    assert_eq!(totals.tokens, 800 * 32);
     assert!(totals.device > std::time::Duration::ZERO);
 }
 

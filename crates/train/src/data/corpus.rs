@@ -8,14 +8,16 @@
 //! alternative sentence templates, so stories share a clear structure but vary in wording.
 //!
 //! The text is:
-//! - **deterministic** — a story depends only on the seed and its index, through a private
-//!   splitmix64 generator with integer arithmetic only, so it is the same on every platform;
+//! - **deterministic** — a story depends only on the seed and its index, through
+//!   [`crate::rng::Rng`] (integer arithmetic only), so it is the same on every platform;
 //! - **ASCII-only** — printable bytes `0x20..=0x7E` and `'\n'`, with no trailing spaces;
 //! - **simple** — short sentences that start with a capital letter and end with `.`, `!` or
 //!   `?`, with pronouns that follow the character (she/her, he/his; animals are "it").
 //!
 //! [`builtin`] gives the default corpus (about a megabyte), which a byte-level model of a few
 //! hundred thousand parameters learns to imitate within minutes.
+
+use crate::rng::Rng;
 
 /// Default seed of the built-in corpus.
 pub const DEFAULT_SEED: u64 = 2026;
@@ -48,40 +50,6 @@ pub fn generate(seed: u64, stories: usize) -> String {
 /// `generate(DEFAULT_SEED, DEFAULT_STORIES)`.
 pub fn builtin() -> String {
     generate(DEFAULT_SEED, DEFAULT_STORIES)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Random numbers
-// ---------------------------------------------------------------------------------------------
-
-/// splitmix64: tiny, fast, and identical on every platform.
-struct Rng(u64);
-
-impl Rng {
-    /// The stream of story `n` under `seed`: both are hashed, so nearby indices (and nearby
-    /// seeds) give unrelated stories.
-    fn new(seed: u64, n: usize) -> Self {
-        let seed_hash = Rng(seed).next_u64();
-        let index_hash = Rng(n as u64 ^ 0x5EED_C0DE_0000_0000).next_u64();
-        Rng(Rng(seed_hash ^ index_hash).next_u64())
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,7 +233,7 @@ impl<'o> Teller<'o> {
 }
 
 fn write_story(seed: u64, n: usize, out: &mut String) {
-    let mut rng = Rng::new(seed, n);
+    let mut rng = Rng::for_stream(seed, n as u64);
     let arc = rng.pick(ARCS);
     write_arc(rng, arc, out);
 }
@@ -1252,7 +1220,7 @@ mod tests {
             );
             let mut out = String::new();
             for n in 0..100 {
-                write_arc(Rng::new(i as u64, n), arc, &mut out);
+                write_arc(Rng::for_stream(i as u64, n as u64), arc, &mut out);
                 out.push_str("\n\n");
             }
             assert!(!out.contains(['{', '}']), "arc {i} left a placeholder");
