@@ -57,7 +57,7 @@ pub struct TrainArgs {
     /// Windows per update (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     pub accum: u32,
-    /// Peak learning rate; default by model width: 1e-2 up to dim 128, 1e-3 up to 512, else
+    /// Peak learning rate; default by model width: 3e-3 up to dim 128, 1e-3 up to 512, else
     /// 3e-4.
     #[arg(long)]
     pub lr: Option<f32>,
@@ -373,7 +373,7 @@ fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
 /// The default peak learning rate for a model of width `dim`.
 fn default_lr(dim: usize) -> f32 {
     match dim {
-        0..=128 => 1e-2,
+        0..=128 => 3e-3,
         129..=512 => 1e-3,
         _ => 3e-4,
     }
