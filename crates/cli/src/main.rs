@@ -27,6 +27,8 @@ enum Command {
     Train(Box<cmd::train::TrainArgs>),
     /// Generate text from a checkpoint.
     Sample(cmd::train::SampleArgs),
+    /// Write the built-in training corpus (generated stories) as text.
+    Corpus(cmd::corpus::CorpusArgs),
     /// Build a demo kernel (RMSNorm with a baked weight), write its MIL and weight blob, read
     /// both back and check them.
     Demo(cmd::demo::DemoArgs),
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => cmd::train::run(&args),
         Command::Sample(args) => cmd::train::run_sample(&args),
+        Command::Corpus(args) => cmd::corpus::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),
         Command::Bench(c) => cmd::bench::run(&c),

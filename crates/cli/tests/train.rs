@@ -191,3 +191,73 @@ fn bad_input_is_refused_clearly() {
     assert!(!out.status.success());
     assert!(text.contains("fewer than one window"), "{text}");
 }
+
+/// `ane-train corpus` writes exactly the built-in corpus the trainer uses.
+#[test]
+fn corpus_writes_the_builtin_text() {
+    let d = tmp("corpus");
+    let path = d.join("c.txt");
+    let (out, text) = run(bin().args(["corpus", "--out"]).arg(&path));
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        ane_train::data::corpus::builtin()
+    );
+    let (out, _) = run(bin().args(["corpus", "--stories", "3", "--seed", "7"]));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        ane_train::data::corpus::generate(7, 3)
+    );
+}
+
+/// Ctrl-C between updates writes a checkpoint and exits with 130; the run resumes from it.
+#[cfg(unix)]
+#[test]
+fn interrupt_checkpoints_and_exits() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let d = tmp("interrupt");
+    let model = tiny(&d);
+    let mut child = bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "1000000",
+            "--checkpoint-every",
+            "0",
+        ])
+        .args([
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--out".as_ref(),
+            d.as_os_str(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first update's line means the loop (and the handler) is running.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("update      1") {
+            break;
+        }
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("interrupted: checkpointed at update")),
+        "{rest:?}"
+    );
+    let step = checkpoint_step(&d.join("checkpoint.bin"));
+    assert!(step >= 1);
+}

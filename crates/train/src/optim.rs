@@ -1,4 +1,4 @@
-//! AdamW with global-norm gradient clipping and a warmup + cosine learning-rate schedule.
+//! AdamW with global-norm gradient clipping (folded into the update) and a warmup + cosine learning-rate schedule.
 //!
 //! Update of parameter `p` with gradient `g` at step `t` (1-based), as PyTorch `AdamW`:
 //! `m = β1·m + (1−β1)·g`, `v = β2·v + (1−β2)·g²`, `m̂ = m/(1−β1ᵗ)`, `v̂ = v/(1−β2ᵗ)`,
@@ -122,27 +122,37 @@ impl AdamW {
         })
     }
 
-    /// One update of `params` with `grads` (same layout) at learning rate `lr`. `grads` is
-    /// clipped in place to the configured global norm. Panics if the lengths differ from the
+    /// One update of `params` with `grads` (same layout) at learning rate `lr`, the gradient
+    /// scaled down to the configured global norm. Panics if the lengths differ from the
     /// state's.
-    pub fn update(&mut self, params: &mut [f32], grads: &mut [f32], lr: f32) -> UpdateStats {
+    pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> UpdateStats {
+        let norm = global_norm(grads);
+        self.update_with_norm(params, grads, lr, norm)
+    }
+
+    /// [`AdamW::update`] with the gradient's global norm already computed (by
+    /// [`global_norm`]), which saves a pass over the gradient.
+    pub fn update_with_norm(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: f32,
+        grad_norm: f32,
+    ) -> UpdateStats {
         assert_eq!(params.len(), self.m.len(), "parameter count");
         assert_eq!(grads.len(), self.m.len(), "gradient count");
-        let grad_norm = global_norm(grads);
         let clip = self.config.grad_clip;
         let clip_scale = if clip > 0.0 && grad_norm > clip {
             clip / grad_norm
         } else {
             1.0
         };
-        if clip_scale != 1.0 {
-            grads.par_iter_mut().for_each(|g| *g *= clip_scale);
-        }
         self.t += 1;
         let c = self.config;
         let t = self.t as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
+        // Bias corrections as reciprocals: one multiply per element instead of a divide.
+        let (rbc1, rbc2) = (1.0 / (1.0 - c.beta1.powi(t)), 1.0 / (1.0 - c.beta2.powi(t)));
+        let (b1, b2, eps) = (c.beta1, c.beta2, c.eps);
         for (range, decays) in &self.segments {
             let wd = if *decays { c.weight_decay } else { 0.0 };
             let r = range.clone();
@@ -152,12 +162,13 @@ impl AdamW {
                 .zip(self.m[r.clone()].par_chunks_mut(CHUNK))
                 .zip(self.v[r].par_chunks_mut(CHUNK))
                 .for_each(|(((p, g), m), v)| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
-                        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
-                        let (mh, vh) = (m[i] / bc1, v[i] / bc2);
-                        p[i] -= lr * (mh / (vh.sqrt() + c.eps) + wd * p[i]);
+                    let lanes = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
+                    for ((p, &g), (m, v)) in lanes {
+                        let g = g * clip_scale;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        let (mh, vh) = (*m * rbc1, *v * rbc2);
+                        *p -= lr * (mh / (vh.sqrt() + eps) + wd * *p);
                     }
                 });
         }
@@ -277,8 +288,7 @@ mod tests {
                 .map(|i| ((i * 5 + t) % 11) as f32 / 20.0 - 0.25)
                 .collect();
             let lr = 0.01 * t as f32;
-            let mut gc = g.clone();
-            let stats = opt.update(&mut p, &mut gc, lr);
+            let stats = opt.update(&mut p, &g, lr);
             let norm: f64 = g.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
             assert!((f64::from(stats.grad_norm) - norm).abs() < 1e-5 * norm);
             let scale = if norm > 0.5 { 0.5 / norm } else { 1.0 };

@@ -38,6 +38,8 @@ pub struct Share {
 pub struct EfficiencyReport {
     /// Model name.
     pub model: String,
+    /// The model's whole configuration.
+    pub config: ModelConfig,
     /// Parameters.
     pub params: usize,
     /// Device description.
@@ -54,8 +56,10 @@ pub struct EfficiencyReport {
     pub train_seconds: f64,
     /// Tokens per second.
     pub tokens_per_second: f64,
-    /// Milliseconds per update.
+    /// Milliseconds per update (mean, first update included).
     pub ms_per_update: f64,
+    /// Median milliseconds per update (0 when no update was timed).
+    pub median_ms_per_update: f64,
     /// Model FLOPs per second (forward + backward, [`train_flops_per_token`]).
     pub model_gflops: f64,
     /// Where the time went.
@@ -76,6 +80,7 @@ impl EfficiencyReport {
         device: &str,
         mode: &str,
         totals: &Totals,
+        step_times: &[std::time::Duration],
         compiles: usize,
         final_loss: Option<f32>,
         eval_loss: Option<f32>,
@@ -96,6 +101,7 @@ impl EfficiencyReport {
         ];
         EfficiencyReport {
             model: cfg.name.clone(),
+            config: cfg.clone(),
             params: cfg.param_count(),
             device: device.to_string(),
             mode: mode.to_string(),
@@ -109,6 +115,7 @@ impl EfficiencyReport {
             } else {
                 0.0
             },
+            median_ms_per_update: median_ms(step_times),
             model_gflops: per(totals.tokens as f64 * train_flops_per_token(cfg)) / 1e9,
             shares,
             compiles,
@@ -124,14 +131,15 @@ impl EfficiencyReport {
             self.model, self.params, self.device, self.mode
         );
         out += &format!(
-            "  {} updates ({} skipped), {} tokens in {:.1} s: {:.0} tokens/s, {:.1} ms/update, \
-             {:.2} model GFLOP/s\n",
+            "  {} updates ({} skipped), {} tokens in {:.1} s: {:.0} tokens/s, {:.1} ms/update \
+             (median {:.1}), {:.2} model GFLOP/s\n",
             self.updates,
             self.skipped,
             self.tokens,
             self.train_seconds,
             self.tokens_per_second,
             self.ms_per_update,
+            self.median_ms_per_update,
             self.model_gflops
         );
         for s in &self.shares {
@@ -153,6 +161,21 @@ impl EfficiencyReport {
     }
 }
 
+/// The median of `times` in milliseconds (0 for none).
+fn median_ms(times: &[std::time::Duration]) -> f64 {
+    let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    if ms.is_empty() {
+        return 0.0;
+    }
+    ms.sort_by(f64::total_cmp);
+    let mid = ms.len() / 2;
+    if ms.len() % 2 == 1 {
+        ms[mid]
+    } else {
+        (ms[mid - 1] + ms[mid]) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +189,17 @@ mod tests {
         let attn = 4 * 512 * 64;
         let fwd = 5 * (proj + attn) + 2 * 64 * 512;
         assert_eq!(train_flops_per_token(&c), 3.0 * fwd as f64);
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        let ms = |v: &[u64]| -> Vec<std::time::Duration> {
+            v.iter()
+                .map(|&m| std::time::Duration::from_millis(m))
+                .collect()
+        };
+        assert_eq!(median_ms(&ms(&[5, 1, 3])), 3.0);
+        assert_eq!(median_ms(&ms(&[4, 1, 3, 2])), 2.5);
+        assert_eq!(median_ms(&[]), 0.0);
     }
 }

@@ -129,6 +129,10 @@ pub struct Trainer {
     skipped_in_a_row: u32,
     checked_data: Option<(usize, usize)>,
     totals: Totals,
+    /// The update's (mean) gradient.
+    grads: Vec<f32>,
+    /// One window's gradient when accumulating.
+    micro: Vec<f32>,
 }
 
 impl Trainer {
@@ -211,6 +215,8 @@ impl Trainer {
             skipped_in_a_row: 0,
             checked_data: None,
             totals: Totals::default(),
+            grads: Vec::new(),
+            micro: Vec::new(),
         })
     }
 
@@ -229,21 +235,37 @@ impl Trainer {
         }
         let start = Instant::now();
         let accum = self.settings.accum;
-        let mut grads: Vec<f32> = Vec::new();
+        let n = self.model.params().len();
+        // Buffers live across updates: a fresh 4-bytes-per-parameter vector every update
+        // costs page faults and TLB shootdowns comparable to the optimizer itself.
+        let Trainer {
+            model,
+            sampler,
+            grads,
+            micro,
+            totals,
+            ..
+        } = self;
+        grads.resize(n, 0.0);
         let mut loss_sum = 0.0f64;
-        for _ in 0..accum {
-            let window = self.sampler.next(&data.train, seq)?;
-            let (loss, g) = self.model.loss_and_grads(window)?;
-            let t = self.model.timings();
-            self.totals.device += t.device;
-            self.totals.traffic += t.traffic;
-            self.totals.host += t.host;
-            loss_sum += f64::from(loss);
-            if grads.is_empty() {
-                grads = g;
+        for k in 0..accum {
+            let window = sampler.next(&data.train, seq)?;
+            let loss = if k == 0 {
+                model.loss_and_grads_into(window, grads)?
             } else {
-                grads.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
-            }
+                micro.resize(n, 0.0);
+                let loss = model.loss_and_grads_into(window, micro)?;
+                grads
+                    .iter_mut()
+                    .zip(micro.iter())
+                    .for_each(|(a, b)| *a += b);
+                loss
+            };
+            let t = model.timings();
+            totals.device += t.device;
+            totals.traffic += t.traffic;
+            totals.host += t.host;
+            loss_sum += f64::from(loss);
         }
         if accum > 1 {
             let inv = 1.0 / accum as f32;
@@ -252,7 +274,7 @@ impl Trainer {
         let loss = (loss_sum / f64::from(accum)) as f32;
         let lr = self.settings.schedule.at(self.step);
         let t = Instant::now();
-        let norm = crate::optim::global_norm(&grads);
+        let norm = crate::optim::global_norm(&self.grads);
         let skipped = !norm.is_finite();
         let mut grad_norm = norm;
         let mut optimizer = t.elapsed();
@@ -264,10 +286,12 @@ impl Trainer {
             }
         } else {
             self.skipped_in_a_row = 0;
-            let Trainer { model, opt, .. } = self;
+            let Trainer {
+                model, opt, grads, ..
+            } = self;
             model.update_params(|p| {
                 let t = Instant::now();
-                grad_norm = opt.update(p, &mut grads, lr).grad_norm;
+                grad_norm = opt.update_with_norm(p, grads, lr, norm).grad_norm;
                 optimizer += t.elapsed();
             })?;
         }

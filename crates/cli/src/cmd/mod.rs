@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod corpus;
 pub mod demo;
 pub mod mil;
 pub mod mil_run;

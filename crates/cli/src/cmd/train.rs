@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -273,10 +274,24 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let first = trainer.steps_done() + 1;
     let mut last_loss = None;
     let mut eval_loss = None;
+    let mut step_times = Vec::new();
+    let interrupted = interrupt_flag();
     loop {
+        if interrupted.load(Ordering::SeqCst) {
+            trainer.save(&ckpt_path)?;
+            bar.finish_and_clear();
+            println!(
+                "  interrupted: checkpointed at update {} in {}; continue with --resume {}",
+                trainer.steps_done(),
+                ckpt_path.display(),
+                ckpt_path.display()
+            );
+            return Ok(ExitCode::from(130));
+        }
         match trainer.step(&data)? {
             StepOutcome::Updated(r) => {
                 last_loss = Some(r.loss);
+                step_times.push(r.elapsed);
                 bar.set_position(r.step);
                 bar.set_message(format!("loss {:.3}  lr {:.2e}", r.loss, r.lr));
                 let every = |n: u64| n > 0 && r.step % n == 0 && r.step < s.steps;
@@ -321,6 +336,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         &device.capabilities().description,
         mode.name(),
         &trainer.totals(),
+        &step_times,
         trainer.model().compile_count(),
         last_loss,
         eval_loss,
@@ -418,6 +434,21 @@ fn progress_bar(total: u64, done: u64) -> ProgressBar {
     );
     bar.set_position(done);
     bar
+}
+
+/// A flag that Ctrl-C (SIGINT/SIGTERM) sets, so the loop can checkpoint between updates and
+/// exit instead of dying mid-update. Where no handler can be installed (one already exists),
+/// the flag simply never rises and the periodic checkpoints are what survives.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let setter = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if setter.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C while the checkpoint is written: leave at once.
+            std::process::exit(130);
+        }
+    });
+    flag
 }
 
 /// Flags (each taking a value) that a resumed run takes from its checkpoint instead.
