@@ -96,6 +96,28 @@ fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
     assert!(text.contains("from update 30"), "{text}");
     assert_eq!(checkpoint_step(&ckpt), 40);
 
+    // A new run in the same directory keeps the old checkpoint beside it.
+    let (out, text) = run(bin()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--sample-tokens",
+            "0",
+        ])
+        .args([
+            "--model".as_ref(),
+            model.as_os_str(),
+            "--out".as_ref(),
+            d.as_os_str(),
+        ]));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("checkpoint.prev.bin"), "{text}");
+    assert_eq!(checkpoint_step(&d.join("checkpoint.prev.bin")), 40);
+    assert_eq!(checkpoint_step(&ckpt), 2);
+
     // Sample from it.
     let (out, text) = run(bin()
         .args([

@@ -241,6 +241,17 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let ckpt_path = out.join("checkpoint.bin");
+    let fresh = args.resume.is_none();
+    if fresh && ckpt_path.exists() {
+        // A new run must not silently destroy the last one: keep it beside.
+        let prev = out.join("checkpoint.prev.bin");
+        std::fs::rename(&ckpt_path, &prev)
+            .with_context(|| format!("moving the previous checkpoint to {}", prev.display()))?;
+        println!(
+            "  (the previous run's checkpoint is now {}; continue a run with --resume)",
+            prev.display()
+        );
+    }
     let s = *trainer.settings();
     println!(
         "ane-train train — {} ({} params, {} layers, dim {}, seq {}) on {}, {} mode",
