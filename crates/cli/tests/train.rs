@@ -26,6 +26,17 @@ fn tiny(dir: &std::path::Path) -> PathBuf {
     p
 }
 
+/// `ane-train train <args> --out <d>`.
+fn train(d: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.arg("train").args(args).arg("--out").arg(d);
+    c
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
 fn run(cmd: &mut Command) -> (Output, String) {
     let out = cmd.output().unwrap();
     let text = format!(
@@ -44,18 +55,16 @@ fn checkpoint_step(path: &std::path::Path) -> u64 {
 fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
     let d = tmp("short");
     let model = tiny(&d);
-    let (out, text) = run(bin()
-        .args(["train", "--device", "cpu", "--steps", "30"])
-        .args([
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--out".as_ref(),
-            d.as_os_str(),
-            "--sample-tokens".as_ref(),
-            "60".as_ref(),
-            "--eval-every".as_ref(),
-            "10".as_ref(),
-        ]));
+    let m = path(&model);
+    let cpu = ["--device", "cpu", "--model", m];
+    let (out, text) = run(train(&d, &cpu).args([
+        "--steps",
+        "30",
+        "--sample-tokens",
+        "60",
+        "--eval-every",
+        "10",
+    ]));
     assert!(out.status.success(), "{text}");
     for want in [
         "update     10",
@@ -76,43 +85,20 @@ fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
     assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);
 
     // Extend the run by ten updates from its checkpoint.
-    let (out, text) = run(bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
+    let (out, text) = run(
+        train(&d, &["--device", "cpu", "--resume", path(&ckpt)]).args([
             "--steps",
             "40",
             "--sample-tokens",
             "0",
-        ])
-        .args([
-            "--resume".as_ref(),
-            ckpt.as_os_str(),
-            "--out".as_ref(),
-            d.as_os_str(),
-        ]));
+        ]),
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("from update 30"), "{text}");
     assert_eq!(checkpoint_step(&ckpt), 40);
 
     // A new run in the same directory keeps the old checkpoint beside it.
-    let (out, text) = run(bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "2",
-            "--sample-tokens",
-            "0",
-        ])
-        .args([
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--out".as_ref(),
-            d.as_os_str(),
-        ]));
+    let (out, text) = run(train(&d, &cpu).args(["--steps", "2", "--sample-tokens", "0"]));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("checkpoint.prev.bin"), "{text}");
     assert_eq!(checkpoint_step(&d.join("checkpoint.prev.bin")), 40);
@@ -134,18 +120,20 @@ fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
 fn a_baked_run_restarts_itself_at_the_compile_budget() {
     let d = tmp("baked");
     let model = tiny(&d);
-    let (out, text) = run(bin()
-        .env("ANE_MAX_COMPILES", "25")
-        .args([
-            "train", "--device", "ane-sim", "--mode", "baked", "--steps", "3",
-        ])
-        .args(["--sample-tokens", "0"])
-        .args([
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--out".as_ref(),
-            d.as_os_str(),
-        ]));
+    let args = [
+        "--device",
+        "ane-sim",
+        "--mode",
+        "baked",
+        "--model",
+        path(&model),
+    ];
+    let (out, text) = run(train(&d, &args).env("ANE_MAX_COMPILES", "25").args([
+        "--steps",
+        "3",
+        "--sample-tokens",
+        "0",
+    ]));
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("checkpointed at update").count(), 2, "{text}");
     assert!(text.contains("restart 2 of this run"), "{text}");
@@ -189,10 +177,7 @@ fn bad_input_is_refused_clearly() {
         ),
     ];
     for (args, want) in cases {
-        let (out, text) = run(bin()
-            .args(["train", "--device", "cpu"])
-            .args(&args)
-            .args(["--out".as_ref(), d.as_os_str()]));
+        let (out, text) = run(train(&d, &["--device", "cpu"]).args(&args));
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(
             text.contains(want),
@@ -201,15 +186,15 @@ fn bad_input_is_refused_clearly() {
     }
     let short = d.join("short.txt");
     std::fs::write(&short, "Too short.").unwrap();
-    let (out, text) = run(bin()
-        .args(["train", "--device", "cpu"])
-        .args([
-            "--corpus".as_ref(),
-            short.as_os_str(),
-            "--model".as_ref(),
-            model.as_os_str(),
-        ])
-        .args(["--out".as_ref(), d.as_os_str()]));
+    let args = [
+        "--device",
+        "cpu",
+        "--corpus",
+        path(&short),
+        "--model",
+        path(&model),
+    ];
+    let (out, text) = run(&mut train(&d, &args));
     assert!(!out.status.success());
     assert!(text.contains("fewer than one window"), "{text}");
 }
@@ -240,22 +225,8 @@ fn interrupt_checkpoints_and_exits() {
     use std::process::Stdio;
     let d = tmp("interrupt");
     let model = tiny(&d);
-    let mut child = bin()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "1000000",
-            "--checkpoint-every",
-            "0",
-        ])
-        .args([
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--out".as_ref(),
-            d.as_os_str(),
-        ])
+    let mut child = train(&d, &["--device", "cpu", "--model", path(&model)])
+        .args(["--steps", "1000000", "--checkpoint-every", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
