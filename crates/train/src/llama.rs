@@ -239,7 +239,7 @@ struct Saved {
 }
 
 /// Where the time of the last [`Model::loss`] / [`Model::loss_and_grads`] went.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepTimings {
     /// Wall time of the whole call.
     pub total: Duration,
@@ -250,6 +250,20 @@ pub struct StepTimings {
     pub traffic: Duration,
     /// Everything else: host ops (norms, RoPE, GQA, loss, dW GEMMs) and bookkeeping.
     pub host: Duration,
+    /// Device time per kernel kind, summed over layers, in the order of [`KernelKind::ALL`].
+    pub per_kernel: [Duration; KernelKind::ALL.len()],
+}
+
+impl Default for StepTimings {
+    fn default() -> Self {
+        StepTimings {
+            total: Duration::ZERO,
+            device: Duration::ZERO,
+            traffic: Duration::ZERO,
+            host: Duration::ZERO,
+            per_kernel: [Duration::ZERO; KernelKind::ALL.len()],
+        }
+    }
 }
 
 /// A model on a device; see the module docs.
@@ -553,15 +567,23 @@ impl Model {
         let out = self.run(tokens, grads);
         let total = t.elapsed();
         let (mut device, mut traffic) = (Duration::ZERO, Duration::ZERO);
-        for r in self.sets.iter_mut().flat_map(|s| s.0.values_mut()) {
-            device += std::mem::take(&mut r.device);
-            traffic += std::mem::take(&mut r.traffic);
+        let mut per_kernel = [Duration::ZERO; KernelKind::ALL.len()];
+        for set in &mut self.sets {
+            for (kind, r) in set.0.iter_mut() {
+                let d = std::mem::take(&mut r.device);
+                device += d;
+                if let Some(i) = KernelKind::ALL.iter().position(|k| k == kind) {
+                    per_kernel[i] += d;
+                }
+                traffic += std::mem::take(&mut r.traffic);
+            }
         }
         self.timings = StepTimings {
             total,
             device,
             traffic,
             host: total.saturating_sub(device + traffic),
+            per_kernel,
         };
         out
     }

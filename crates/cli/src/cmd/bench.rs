@@ -422,9 +422,14 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     let (mut total, mut dev, mut host, mut traffic) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut loss = 0.0;
+    let kinds = ane_train::kernels::KernelKind::ALL;
+    let mut per_kernel: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for _ in 0..args.steps.max(1) {
         loss = model.loss_and_grads(&tokens)?.0;
         let tm = model.timings();
+        for (v, d) in per_kernel.iter_mut().zip(tm.per_kernel) {
+            v.push(ms(d));
+        }
         total.push(ms(tm.total));
         dev.push(ms(tm.device));
         host.push(ms(tm.host));
@@ -450,10 +455,22 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
             s.median, s.min, s.max
         );
     }
+    println!("  device ms per kernel kind (all layers), median:");
+    let per_kernel: Vec<(&str, Stat)> = kinds
+        .iter()
+        .zip(per_kernel)
+        .map(|(k, v)| (k.name(), Stat::of(v)))
+        .collect();
+    for (name, s) in &per_kernel {
+        println!("    {name:<16} {:9.1}", s.median);
+    }
     if let Some(path) = &args.json {
         let mut j = serde_json::json!({ "model": cfg.name, "mode": mode.name(), "device": args.device, "loss": loss });
         for (name, s) in &rows {
             j[name.replace(' ', "_") + "_ms"] = s.json();
+        }
+        for (name, s) in &per_kernel {
+            j["kernel_ms"][name] = s.json();
         }
         std::fs::write(path, serde_json::to_string_pretty(&j)?)
             .with_context(|| format!("writing {}", path.display()))?;
