@@ -97,6 +97,22 @@ fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
     assert!(text.contains("from update 30"), "{text}");
     assert_eq!(checkpoint_step(&ckpt), 40);
 
+    // A resumed run keeps its settings: other settings and a shorter run are refused.
+    for (extra, want) in [
+        (
+            &["--accum", "2"][..],
+            "--accum cannot be combined with --resume",
+        ),
+        (
+            &["--steps", "5"][..],
+            "--steps 5 is shorter than the checkpoint's run of 40",
+        ),
+    ] {
+        let (out, text) = run(train(&d, &["--device", "cpu", "--resume", path(&ckpt)]).args(extra));
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(text.contains(want), "{want:?} missing from {text}");
+    }
+
     // A new run in the same directory keeps the old checkpoint beside it.
     let (out, text) = run(train(&d, &cpu).args(["--steps", "2", "--sample-tokens", "0"]));
     assert!(out.status.success(), "{text}");
@@ -114,8 +130,9 @@ fn a_short_run_writes_checkpoint_report_and_sample_and_resumes() {
     assert!(text.starts_with("One day"), "{text}");
 }
 
-/// Each process fits the model build (10 compiles) and one Baked update (10) in a budget of
-/// 25, so three updates take three processes; the run re-executes itself and finishes.
+/// Each process fits the model build (10 compiles) and one Baked recompile (10) in a budget
+/// of 25, so it does two updates; three updates take two processes: the run re-executes
+/// itself once and finishes.
 #[test]
 fn a_baked_run_restarts_itself_at_the_compile_budget() {
     let d = tmp("baked");
@@ -135,8 +152,12 @@ fn a_baked_run_restarts_itself_at_the_compile_budget() {
         "0",
     ]));
     assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches("checkpointed at update").count(), 2, "{text}");
-    assert!(text.contains("restart 2 of this run"), "{text}");
+    assert_eq!(
+        text.matches("checkpointed at update 2").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("restart 1 of this run"), "{text}");
     assert!(text.contains("efficiency"), "{text}");
     assert_eq!(checkpoint_step(&d.join("checkpoint.bin")), 3);
 }
@@ -174,6 +195,15 @@ fn bad_input_is_refused_clearly() {
         (
             vec!["--steps".into(), "0".into()],
             "--steps must be at least 1",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model.clone().into(),
+                "--prompt".into(),
+                "x".repeat(40).into(),
+            ],
+            "the prompt is 40 bytes; this model sees at most 31",
         ),
     ];
     for (args, want) in cases {

@@ -78,6 +78,16 @@ pub struct Header {
     pub settings: TrainSettings,
     /// Where the training text came from.
     pub corpus: CorpusInfo,
+    /// Updates skipped in a row just before this point (non-finite gradients).
+    #[serde(default)]
+    pub skipped_in_a_row: u32,
+    /// Weight mode of the run (`params`, `packed`, `baked`); resuming in another mode works
+    /// but is not bit-exact.
+    #[serde(default)]
+    pub mode: String,
+    /// Device kind of the run (`cpu`, `ane-sim`, `ane`); the same holds.
+    #[serde(default)]
+    pub device: String,
 }
 
 /// A training run's settings (kept in the checkpoint so a resumed run continues the same run).
@@ -312,6 +322,12 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
     }
     header.settings.schedule.validate().map_err(bad)?;
     header.settings.adamw.validate().map_err(bad)?;
+    if header.adam_t > header.step {
+        return Err(bad(format!(
+            "AdamW step {} is past the training step {}",
+            header.adam_t, header.step
+        )));
+    }
     if header.sampler_state == 0 {
         return Err(bad("sampler state 0 is not a generator state".into()));
     }

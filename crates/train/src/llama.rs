@@ -283,6 +283,8 @@ pub struct Model {
     timings: StepTimings,
     compaction: Option<host::VocabCompaction>,
     compiles: usize,
+    /// Baked kernels hold older weights than `params`.
+    stale: bool,
 }
 
 impl Model {
@@ -340,6 +342,7 @@ impl Model {
             timings: StepTimings::default(),
             compaction: None,
             compiles: 0,
+            stale: false,
         };
         m.compile()?;
         Ok(m)
@@ -360,7 +363,8 @@ impl Model {
         &self.params
     }
 
-    /// Replaces the parameters (Baked mode recompiles every layer's kernels).
+    /// Replaces the parameters (Baked mode: the kernels are recompiled before the next
+    /// evaluation, see [`Model::recompile_if_stale`]).
     pub fn set_params(&mut self, params: Vec<f32>) -> Result<()> {
         if params.len() != self.params.len() {
             return Err(ModelError::Shape(format!(
@@ -373,13 +377,38 @@ impl Model {
         self.refresh()
     }
 
-    /// Makes the device see the current parameters: Baked recompiles, the others restage.
+    /// Makes the device see the current parameters: Packed/Params restage now; Baked marks
+    /// the kernels stale, to be recompiled before the next evaluation — so an update whose
+    /// kernels are never run (the last one before a restart) costs no compiles.
     fn refresh(&mut self) -> Result<()> {
         if self.mode == WeightMode::Baked {
-            self.compile()
+            self.stale = true;
+            Ok(())
         } else {
             self.restage()
         }
+    }
+
+    /// Compiles that must happen before the next evaluation: `8·L + 2` when Baked kernels
+    /// are stale (the parameters changed since they were built), else 0.
+    pub fn pending_compiles(&self) -> usize {
+        if self.stale {
+            self.compiles_per_update()
+        } else {
+            0
+        }
+    }
+
+    /// Recompiles stale Baked kernels now (every evaluation does it first anyway; call it to
+    /// time it apart). Returns the number of kernels compiled.
+    pub fn recompile_if_stale(&mut self) -> Result<usize> {
+        if !self.stale {
+            return Ok(0);
+        }
+        let before = self.compiles;
+        self.compile()?;
+        self.stale = false;
+        Ok(self.compiles - before)
     }
 
     /// Compiles the kernels (Packed/Params: once per kind, shared by every layer; Baked: the
@@ -523,7 +552,8 @@ impl Model {
     }
 
     /// Changes the parameters in place through `f` (same layout as [`Model::params`]), then
-    /// makes the device see them: Packed/Params restage the weight blocks, Baked recompiles.
+    /// makes the device see them: Packed/Params restage the weight blocks; Baked kernels are
+    /// recompiled before the next evaluation ([`Model::pending_compiles`]).
     pub fn update_params(&mut self, f: impl FnOnce(&mut [f32])) -> Result<()> {
         f(&mut self.params);
         self.refresh()
@@ -542,6 +572,7 @@ impl Model {
                 context.len()
             )));
         }
+        self.recompile_if_stale()?;
         let mut inputs = context.to_vec();
         inputs.resize(s, 0);
         let Model {
@@ -563,6 +594,7 @@ impl Model {
     }
 
     fn timed(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<f32> {
+        self.recompile_if_stale()?;
         let t = Instant::now();
         let out = self.run(tokens, grads);
         let total = t.elapsed();

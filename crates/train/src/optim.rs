@@ -54,8 +54,10 @@ impl AdamWConfig {
         };
         unit("beta1", self.beta1)?;
         unit("beta2", self.beta2)?;
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(format!("eps must be finite and > 0, got {}", self.eps));
+        }
         for (name, v) in [
-            ("eps", self.eps),
             ("weight_decay", self.weight_decay),
             ("grad_clip", self.grad_clip),
         ] {

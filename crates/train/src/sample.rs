@@ -31,6 +31,11 @@ pub fn generate(
             opts.temperature
         )));
     }
+    if prompt.is_empty() {
+        return Err(ModelError::Shape(
+            "generation needs a prompt of at least one id (e.g. BOS)".into(),
+        ));
+    }
     let s = model.config().seq_len;
     let limit = opts.vocab_limit.min(model.config().vocab_size).max(1);
     let mut rng = Rng::new(opts.seed);

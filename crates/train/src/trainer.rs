@@ -7,10 +7,13 @@
 //! step — is in the checkpoint, so a resumed run is bit for bit the run that was not stopped
 //! (on the same device and weight mode).
 //!
-//! The compile budget: in Baked mode every update recompiles `8·L + 2` kernels, and the Neural
-//! Engine allows only so many compiles per process. Before an update that would not fit,
-//! [`Trainer::step`] returns [`StepOutcome::RestartNeeded`] without touching anything; the
-//! caller writes a checkpoint and continues in a fresh process (the CLI re-executes itself).
+//! The compile budget: in Baked mode new weights mean recompiling `8·L + 2` kernels, and the
+//! Neural Engine allows only so many compiles per process. An update only marks the kernels
+//! stale; they are recompiled when the next update is about to run them. If that recompile
+//! would not fit the budget, [`Trainer::step`] returns [`StepOutcome::RestartNeeded`] without
+//! touching anything; the caller writes a checkpoint and continues in a fresh process (the CLI
+//! re-executes itself), whose model build compiles the new weights. So a process needs room for
+//! one build, not two, and does at least one update — a restart cannot loop.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,9 +43,6 @@ pub enum TrainError {
     /// A setting is out of range.
     #[error("invalid training setting: {0}")]
     Settings(String),
-    /// The compile budget cannot fit even one update in a fresh process.
-    #[error("{0}")]
-    Budget(String),
     /// A checkpoint does not belong to this run.
     #[error("{0}")]
     Mismatch(String),
@@ -177,7 +177,9 @@ impl Trainer {
         .ok_or_else(|| TrainError::Mismatch("optimizer moments do not match the model".into()))?;
         let sampler = WindowSampler::from_state(h.sampler_state)
             .ok_or_else(|| TrainError::Mismatch("invalid sampler state".into()))?;
-        Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)
+        let mut t = Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)?;
+        t.skipped_in_a_row = h.skipped_in_a_row;
+        Ok(t)
     }
 
     fn assemble(
@@ -195,16 +197,6 @@ impl Trainer {
         }
         settings.schedule.validate().map_err(TrainError::Settings)?;
         settings.adamw.validate().map_err(TrainError::Settings)?;
-        if let Some((needed, remaining)) = budget_shortfall(&model) {
-            return Err(TrainError::Budget(format!(
-                "each {} update recompiles {needed} kernels, but only {remaining} compiles are \
-                 left in a fresh process after building the model ({} compiles); raise the \
-                 budget (ANE_MAX_COMPILES / --max-compiles) to at least {} or use --mode params",
-                model.mode().name(),
-                model.compile_count(),
-                model.compile_count() + needed
-            )));
-        }
         Ok(Trainer {
             model,
             opt,
@@ -234,6 +226,11 @@ impl Trainer {
             self.checked_data = Some((data.train.len(), data.eval.len()));
         }
         let start = Instant::now();
+        // Baked: the kernels of the last update's weights are compiled now, when they are
+        // about to run (never for an update followed by a restart).
+        let t = Instant::now();
+        self.model.recompile_if_stale()?;
+        self.totals.weight_update += t.elapsed();
         let accum = self.settings.accum;
         let n = self.model.params().len();
         // Buffers live across updates: a fresh 4-bytes-per-parameter vector every update
@@ -344,6 +341,9 @@ impl Trainer {
             sampler_state: self.sampler.state(),
             settings: self.settings,
             corpus: self.corpus.clone(),
+            skipped_in_a_row: self.skipped_in_a_row,
+            mode: self.model.mode().name().to_string(),
+            device: self.model.device().capabilities().kind.name().to_string(),
         }
     }
 
@@ -378,10 +378,10 @@ impl Trainer {
     }
 }
 
-/// `(needed, remaining)` when the compiles of one update of `model` do not fit what is left of
-/// its device's compile budget.
+/// `(needed, remaining)` when the compiles the next evaluation of `model` needs (stale Baked
+/// kernels) do not fit what is left of its device's compile budget.
 fn budget_shortfall(model: &Model) -> Option<(usize, usize)> {
-    let needed = model.compiles_per_update();
+    let needed = model.pending_compiles();
     let remaining = model.device().compiles_remaining()?;
     (needed > remaining).then_some((needed, remaining))
 }

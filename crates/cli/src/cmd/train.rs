@@ -52,12 +52,13 @@ pub struct TrainArgs {
     /// blank lines).
     #[arg(long, default_value = "builtin")]
     pub corpus: String,
-    /// Updates in the whole run.
-    #[arg(long, default_value_t = 3000)]
-    pub steps: u64,
-    /// Windows per update (gradient accumulation).
-    #[arg(long, default_value_t = 1)]
-    pub accum: u32,
+    /// Updates in the whole run [default: 3000]. With --resume: a larger value extends the
+    /// run (the cosine decay is stretched to the new end, so the learning rate rises again).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Windows per update (gradient accumulation) [default: 1].
+    #[arg(long)]
+    pub accum: Option<u32>,
     /// Peak learning rate; default by model width: 3e-3 up to dim 128, 1e-3 up to 512, else
     /// 3e-4.
     #[arg(long)]
@@ -68,15 +69,15 @@ pub struct TrainArgs {
     /// Warmup updates; default 5 % of the steps.
     #[arg(long)]
     pub warmup: Option<u64>,
-    /// AdamW weight decay (matrices only).
-    #[arg(long, default_value_t = 0.1)]
-    pub weight_decay: f32,
-    /// Clip the gradient's global norm to this (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
-    pub grad_clip: f32,
-    /// Seed of the initial weights and of the window order.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// AdamW weight decay, matrices only [default: 0.1].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Clip the gradient's global norm to this, 0 for no clipping [default: 1].
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+    /// Seed of the initial weights, the window order and the sample [default: 1].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Directory for the checkpoint (`checkpoint.bin`) and the report (`report.json`);
     /// default `runs/<model name>`.
     #[arg(long)]
@@ -202,6 +203,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 ("--lr", args.lr.is_some()),
                 ("--min-lr", args.min_lr.is_some()),
                 ("--warmup", args.warmup.is_some()),
+                ("--accum", args.accum.is_some()),
+                ("--weight-decay", args.weight_decay.is_some()),
+                ("--grad-clip", args.grad_clip.is_some()),
+                ("--seed", args.seed.is_some()),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
                 bail!(
@@ -210,9 +215,30 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 );
             }
             let mut ckpt = ckpt?;
-            if args.steps > ckpt.header.settings.steps {
-                ckpt.header.settings.steps = args.steps;
-                ckpt.header.settings.schedule.total = args.steps;
+            let h = &mut ckpt.header;
+            match args.steps {
+                Some(n) if n < h.settings.steps => bail!(
+                    "--steps {n} is shorter than the checkpoint's run of {} updates",
+                    h.settings.steps
+                ),
+                Some(n) if n > h.settings.steps => {
+                    println!(
+                        "  extending the run from {} to {n} updates (the learning-rate decay is \
+                         stretched to the new end)",
+                        h.settings.steps
+                    );
+                    h.settings.steps = n;
+                    h.settings.schedule.total = n;
+                }
+                _ => {}
+            }
+            let here = (mode.name(), device.capabilities().kind.name());
+            if !h.mode.is_empty() && (h.mode.as_str(), h.device.as_str()) != here {
+                println!(
+                    "  note: the run was trained in {} mode on {}, it continues in {} mode on {}; \
+                     the result will not be bit-identical to an uninterrupted run",
+                    h.mode, h.device, here.0, here.1
+                );
             }
             Trainer::resume(ckpt, device.clone(), mode, &info)?
         }
@@ -224,7 +250,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 cfg.clone(),
                 device.clone(),
                 mode,
-                init_params(&cfg, args.seed),
+                init_params(&cfg, settings.seed),
             )?;
             eprintln!(
                 "compiled {} kernels in {:.0} ms",
@@ -235,6 +261,11 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         }
     };
     let cfg = trainer.model().config().clone();
+    // Everything that can be refused is refused before any file is touched or time spent.
+    data.check(cfg.vocab_size, cfg.seq_len)?;
+    if args.sample_tokens > 0 {
+        check_sample_args(&args.prompt, args.temperature, cfg.seq_len)?;
+    }
     let out = args
         .out
         .clone()
@@ -330,6 +361,14 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             StepOutcome::RestartNeeded { needed, remaining } => {
                 trainer.save(&ckpt_path)?;
                 bar.finish_and_clear();
+                if interrupted.load(Ordering::SeqCst) {
+                    println!(
+                        "  interrupted: checkpointed at update {}; continue with --resume {}",
+                        trainer.steps_done(),
+                        ckpt_path.display()
+                    );
+                    return Ok(ExitCode::from(130));
+                }
                 println!(
                     "  compile budget: the next update needs {needed} compiles, {remaining} are \
                      left; checkpointed at update {} and restarting",
@@ -341,7 +380,25 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     trainer.save(&ckpt_path)?;
-    eval_loss = trainer.eval_loss(&data, args.eval_windows)?.or(eval_loss);
+    // Baked: the final weights' kernels are not compiled yet; evaluating and sampling need
+    // them, which the compile budget may not allow in this process.
+    let pending = trainer.model().pending_compiles();
+    let left = trainer.model().device().compiles_remaining();
+    let can_run = left.is_none_or(|l| pending <= l);
+    if !can_run {
+        println!(
+            "  (no held-out loss or sample: the final weights need {pending} compiles, {} are \
+             left in this process; run `ane-train sample --checkpoint {}`)",
+            left.unwrap_or(0),
+            ckpt_path.display()
+        );
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(ExitCode::from(130));
+    }
+    if can_run {
+        eval_loss = trainer.eval_loss(&data, args.eval_windows)?.or(eval_loss);
+    }
     let report = EfficiencyReport::new(
         &cfg,
         &device.capabilities().description,
@@ -361,13 +418,13 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         ckpt_path.display(),
         json_path.display()
     );
-    if args.sample_tokens > 0 {
+    if args.sample_tokens > 0 && can_run && !interrupted.load(Ordering::SeqCst) {
         let text = sample(
             trainer.model_mut(),
             &args.prompt,
             args.sample_tokens,
             args.temperature,
-            args.seed,
+            s.seed,
         )?;
         println!("\nsample (temperature {}):\n{text}", args.temperature);
     }
@@ -407,25 +464,26 @@ fn default_lr(dim: usize) -> f32 {
 }
 
 fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
-    if args.steps == 0 {
+    let steps = args.steps.unwrap_or(3000);
+    if steps == 0 {
         bail!("--steps must be at least 1");
     }
     let lr = args.lr.unwrap_or_else(|| default_lr(cfg.dim));
     let s = TrainSettings {
-        steps: args.steps,
-        accum: args.accum,
+        steps,
+        accum: args.accum.unwrap_or(1),
         schedule: Schedule {
             lr,
             min_lr: args.min_lr.unwrap_or(lr / 10.0),
-            warmup: args.warmup.unwrap_or(args.steps / 20),
-            total: args.steps,
+            warmup: args.warmup.unwrap_or(steps / 20),
+            total: steps,
         },
         adamw: AdamWConfig {
-            weight_decay: args.weight_decay,
-            grad_clip: args.grad_clip,
+            weight_decay: args.weight_decay.unwrap_or(0.1),
+            grad_clip: args.grad_clip.unwrap_or(1.0),
             ..AdamWConfig::default()
         },
-        seed: args.seed,
+        seed: args.seed.unwrap_or(1),
     };
     s.schedule.validate().map_err(anyhow::Error::msg)?;
     s.adamw.validate().map_err(anyhow::Error::msg)?;
@@ -463,13 +521,17 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Flags (each taking a value) that a resumed run takes from its checkpoint instead.
-const FROM_CHECKPOINT: [&str; 6] = [
+const FROM_CHECKPOINT: [&str; 10] = [
     "--resume",
     "--model",
     "--seq-len",
     "--lr",
     "--min-lr",
     "--warmup",
+    "--accum",
+    "--weight-decay",
+    "--grad-clip",
+    "--seed",
 ];
 
 /// Re-executes this program with `--resume <checkpoint>`, dropping the flags the checkpoint
@@ -521,6 +583,22 @@ fn restart(ckpt: &Path) -> Result<ExitCode> {
     }
 }
 
+/// Refuses a prompt the model cannot see whole (BOS + bytes must fit one window) and a
+/// temperature that is not a finite number >= 0.
+fn check_sample_args(prompt: &str, temperature: f32, seq_len: usize) -> Result<()> {
+    if prompt.len() + 1 > seq_len {
+        bail!(
+            "the prompt is {} bytes; this model sees at most {} (--prompt)",
+            prompt.len(),
+            seq_len - 1
+        );
+    }
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        bail!("--temperature must be a finite number >= 0, got {temperature}");
+    }
+    Ok(())
+}
+
 /// Continues `prompt` for up to `tokens` bytes; returns prompt + continuation.
 fn sample(
     model: &mut Model,
@@ -532,14 +610,7 @@ fn sample(
     let tok = ByteTokenizer;
     let mut ids = vec![ByteTokenizer::BOS];
     ids.extend(tok.encode(prompt.as_bytes()));
-    let s = model.config().seq_len;
-    if ids.len() > s {
-        bail!(
-            "the prompt is {} bytes; this model sees at most {}",
-            prompt.len(),
-            s - 1
-        );
-    }
+    check_sample_args(prompt, temperature, model.config().seq_len)?;
     let opts = SampleOptions {
         max_tokens: tokens,
         temperature,
