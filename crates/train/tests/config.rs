@@ -37,6 +37,7 @@ fn every_preset_validates_with_its_parameter_count() {
     // shapes; Stories110M matches the reference table (84.95 M + 24.58 M = 109.53 M) and
     // Qwen3-0.6B (440.46 M + 155.58 M = 596.0 M).
     let want = [
+        ("tiny", 231_104, 16_576),
         ("stories260k", 227_264, 32_768),
         ("stories15m", 5_975_712, 9_216_000),
         ("stories42m", 25_305_600, 16_384_000),
@@ -96,7 +97,7 @@ fn unknown_preset_lists_the_known_ones() {
     assert!(matches!(e, ConfigError::UnknownPreset { .. }));
     assert_eq!(
         e.to_string(),
-        "unknown model preset `gpt2` (known presets: stories260k, stories15m, stories42m, \
+        "unknown model preset `gpt2` (known presets: tiny, stories260k, stories15m, stories42m, \
          stories110m, qwen3-0.6b)"
     );
 }

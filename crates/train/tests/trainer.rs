@@ -322,3 +322,21 @@ fn the_fuzz_seed_is_a_valid_checkpoint() {
     assert_eq!(ck.header.model.name, "micro");
     assert_eq!(ck.params.len(), ck.header.model.param_count());
 }
+
+/// The default run's model (`tiny`) passes every Neural Engine rule in every weight mode on
+/// `ane-sim`, and trains there (fp16 surfaces, loss scaling): `ane-train train --device ane`
+/// must not stop at a rule that only a Mac would hit.
+#[test]
+fn the_default_model_fits_the_neural_engine_in_every_mode() {
+    let c = ModelConfig::preset("tiny").unwrap();
+    let text = text();
+    let d = TokenData::from_text(text.as_bytes(), 0.1).unwrap();
+    for mode in WeightMode::ALL {
+        let dev = ane_runtime::open("ane-sim").unwrap();
+        let model = Model::new(c.clone(), dev, mode, init_params(&c, 1)).unwrap();
+        let mut t = Trainer::new(model, settings(2, 1), info()).unwrap();
+        let losses = run_to_end(&mut t, &d);
+        assert_eq!(losses.len(), 2, "{mode:?}");
+        assert!(losses.iter().all(|l| l.is_finite()), "{mode:?}: {losses:?}");
+    }
+}

@@ -20,6 +20,7 @@ pub const SEQ_MULTIPLE: usize = 16;
 
 /// The names [`ModelConfig::preset`] knows, smallest first.
 pub const PRESETS: &[&str] = &[
+    "tiny",
     "stories260k",
     "stories15m",
     "stories42m",
@@ -287,13 +288,18 @@ impl ModelConfig {
     ///
     /// | preset | D | layers | NH / NKV / HD | HID | V | S | α |
     /// |---|---|---|---|---|---|---|---|
+    /// | `tiny` | 64 | 5 | 8 / 4 / 8 | 176 | 259 | 128 | 1 |
     /// | `stories260k` | 64 | 5 | 8 / 4 / 8 | 172 | 512 | 512 | 1 |
     /// | `stories15m` | 288 | 6 | 6 / 6 / 48 | 768 | 32000 | 256 | 1 |
     /// | `stories42m` | 512 | 8 | 8 / 8 / 64 | 1376 | 32000 | 1024 | 1 |
     /// | `stories110m` | 768 | 12 | 12 / 12 / 64 | 2048 | 32000 | 256 | 1 |
     /// | `qwen3-0.6b` | 1024 | 28 | 16 / 8 / 128 | 3072 | 151936 | 256 | 1/√56 |
     ///
-    /// The `stories*` presets are the llama2.c TinyStories shapes (tied classifier, α = 1, so
+    /// `tiny` is the model of `ane-train train`'s default run: Stories260K's layers with the
+    /// FFN widened from 172 to 176 (the Neural Engine needs surface widths that are multiples
+    /// of 16, and Params/Packed kernels put the hidden size there), the byte tokenizer's
+    /// 259-id vocabulary and 128-token windows. The `stories*` presets are the llama2.c
+    /// TinyStories shapes (tied classifier, α = 1, so
     /// llama2.c checkpoints load as they are). `stories110m` uses S = 256, as upstream trains
     /// it, instead of llama2.c's 1024: RoPE has no learned positions, so a 1024-trained
     /// checkpoint runs unchanged on 256-token windows, and the per-layer surfaces stay 4×
@@ -301,6 +307,7 @@ impl ModelConfig {
     /// θ = 10000 (the real model uses 1e6), DeepNet residual scale `1/sqrt(2·28)`.
     pub fn preset(name: &str) -> Result<ModelConfig, ConfigError> {
         let cfg = match name {
+            "tiny" => Self::llama(name, 64, 5, 8, 4, 8, 176, 259, 128),
             "stories260k" => Self::llama(name, 64, 5, 8, 4, 8, 172, 512, 512),
             "stories15m" => Self::llama(name, 288, 6, 6, 6, 48, 768, 32_000, 256),
             "stories42m" => Self::llama(name, 512, 8, 8, 8, 64, 1376, 32_000, 1024),
