@@ -13,6 +13,18 @@ use crate::surface::Surface;
 
 /// Smallest IOSurface allocation an evaluation accepts (rule 1), bytes.
 pub const MIN_SURFACE_BYTES: usize = 49_152;
+
+/// Rule 5: the spatial (last) dim of every input and output is a multiple of this...
+pub const SPATIAL_MULTIPLE: usize = 16;
+
+/// ...and at least this.
+pub const MIN_SPATIAL: usize = 32;
+
+/// The smallest spatial width `>= width` that rule 5 allows: generators declare an input this
+/// wide, fill the first `width` columns and slice them off inside the program.
+pub fn padded_spatial_width(width: usize) -> usize {
+    width.max(MIN_SPATIAL).next_multiple_of(SPATIAL_MULTIPLE)
+}
 /// Largest dimension of any tensor (rule 10).
 pub const MAX_DIM: usize = 65_536;
 /// Conv input channels from which the compiler rejects a conv (rule 10).
@@ -172,7 +184,7 @@ fn check_dims(name: &str, ty: &TensorType) -> Result<()> {
 fn check_io_shape(what: &str, name: &str, ty: &TensorType) -> Result<()> {
     check_dims(name, ty)?;
     if let Some(&w) = ty.shape.last() {
-        if w % 16 != 0 || w < 32 {
+        if padded_spatial_width(w) != w {
             return Err(broken(
                 AneRule::SpatialWidth,
                 format!("{what} `{name}` {ty} has spatial width {w}"),

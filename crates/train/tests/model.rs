@@ -490,3 +490,50 @@ fn compile_counts_per_weight_mode() {
         assert_eq!(budget.used(), want, "{mode:?}");
     }
 }
+
+/// Widths the Neural Engine cannot take (an FFN of 40, K/V blocks of 16 columns: rule 5 wants
+/// multiples of 16 and at least 32) are padded inside the kernels' weight inputs: the loss
+/// still equals the f64 reference in every mode on `cpu`, and `ane-sim` (which enforces the
+/// rule) runs every mode and agrees with it.
+#[test]
+fn narrow_weight_blocks_are_padded_for_the_neural_engine() {
+    let cfg = ModelConfig::from_toml_str(
+        r#"
+        name = "narrow"
+        dim = 32
+        n_layers = 1
+        n_heads = 4
+        n_kv_heads = 2
+        head_dim = 8
+        hidden_dim = 40
+        vocab_size = 48
+        seq_len = 32
+        "#,
+    )
+    .unwrap();
+    let p = init(&cfg, 3);
+    let t = tokens(&cfg, 4);
+    let p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let want = reference_loss(&cfg, &p64, &t);
+    for mode in WeightMode::ALL {
+        let cpu = ane_runtime::open("cpu").unwrap();
+        let (got, exact) = Model::new(cfg.clone(), cpu, mode, p.clone())
+            .unwrap()
+            .loss_and_grads(&t)
+            .unwrap();
+        assert!(
+            (f64::from(got) - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{mode:?}: loss {got} vs reference {want}"
+        );
+        let sim = ane_runtime::open("ane-sim").unwrap();
+        let (sim_loss, sim_grads) = Model::new(cfg.clone(), sim, mode, p.clone())
+            .unwrap()
+            .loss_and_grads(&t)
+            .unwrap();
+        assert!(
+            (sim_loss - got).abs() < 2e-2 * got,
+            "{mode:?}: {sim_loss} vs {got}"
+        );
+        assert!(cosine(&sim_grads, &exact) > 0.995, "{mode:?}");
+    }
+}

@@ -433,7 +433,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
 
 /// Preset of the default run: Stories260K's layers, 128-token windows (which train about
 /// 2.5× more tokens per second on a CPU than its 512: attention dominates at dim 64), and
-/// sizes that fit the Neural Engine in every weight mode.
+/// widths that need no padding on the Neural Engine.
 const DEFAULT_MODEL: &str = "tiny";
 
 /// The model of a new run: `--model` (default: [`DEFAULT_MODEL`]), `--seq-len` applied.

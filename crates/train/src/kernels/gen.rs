@@ -6,6 +6,7 @@ use ane_mil::blob::BlobWriter;
 use ane_mil::builder::FunctionBuilder;
 use ane_mil::builder::Var;
 use ane_mil::{DType, Dialect, Literal, Program, TensorType};
+use ane_runtime::rules::padded_spatial_width;
 
 use super::spec::{Block, BlockContent, InputSlot, KernelSpec, OutputPart, OutputSlot};
 use super::{span, KernelDims, KernelError, KernelOptions, LayerWeights, Matrix, WeightMode};
@@ -196,8 +197,10 @@ impl<'w> Gen<'w> {
             }
             wcols.push(cols);
         }
+        // Packed: activations and weight blocks side by side, the width padded for rule 5
+        // (the padding columns are never read).
         let x_cols = match self.mode {
-            WeightMode::Packed => act_cols + wcols.iter().sum::<usize>(),
+            WeightMode::Packed => padded_spatial_width(act_cols + wcols.iter().sum::<usize>()),
             _ => act_cols,
         };
         let x_name = if self.mode == WeightMode::Params && !weights.is_empty() {
@@ -258,13 +261,24 @@ impl<'w> Gen<'w> {
                 WeightMode::Params => {
                     let letter = char::from(b'b' + (k % 25) as u8);
                     let pname = format!("{letter}_{name}");
-                    let p = self.f.input(&pname, self.ty([1, channels, 1, cols]))?;
+                    // A block narrower than rule 5 allows (e.g. an FFN width of 172) sits in
+                    // a wider input whose extra columns are sliced off.
+                    let width = padded_spatial_width(cols);
+                    let mut p = self.f.input(&pname, self.ty([1, channels, 1, width]))?;
                     let block = self.weight_block(w, channels, 0..cols);
                     self.inputs.push(InputSlot {
                         name: pname,
-                        shape: [1, channels, 1, cols],
+                        shape: [1, channels, 1, width],
                         blocks: vec![block],
                     });
+                    if width != cols {
+                        p = self.f.slice_by_size(
+                            &format!("{name}_s"),
+                            p,
+                            &[0, 0, 0, 0],
+                            &[1, c, 1, i(cols)],
+                        )?;
+                    }
                     let wv = self.f.reshape(&name, p, &[1, 1, c, i(cols)])?;
                     Linear::Mat {
                         w: wv,

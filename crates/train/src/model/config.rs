@@ -296,9 +296,8 @@ impl ModelConfig {
     /// | `qwen3-0.6b` | 1024 | 28 | 16 / 8 / 128 | 3072 | 151936 | 256 | 1/√56 |
     ///
     /// `tiny` is the model of `ane-train train`'s default run: Stories260K's layers with the
-    /// FFN widened from 172 to 176 (the Neural Engine needs surface widths that are multiples
-    /// of 16, and Params/Packed kernels put the hidden size there), the byte tokenizer's
-    /// 259-id vocabulary and 128-token windows. The `stories*` presets are the llama2.c
+    /// FFN widened from 172 to 176 (a multiple of 16, so no Neural Engine kernel input needs
+    /// padding), the byte tokenizer's 259-id vocabulary and 128-token windows. The `stories*` presets are the llama2.c
     /// TinyStories shapes (tied classifier, α = 1, so
     /// llama2.c checkpoints load as they are). `stories110m` uses S = 256, as upstream trains
     /// it, instead of llama2.c's 1024: RoPE has no learned positions, so a 1024-trained
