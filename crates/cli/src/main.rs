@@ -26,7 +26,7 @@ enum Command {
     /// report and a text sample.
     Train(Box<cmd::train::TrainArgs>),
     /// Generate text from a checkpoint.
-    Sample(cmd::train::SampleArgs),
+    Sample(cmd::sample::SampleArgs),
     /// Write the built-in training corpus (generated stories) as text.
     Corpus(cmd::corpus::CorpusArgs),
     /// Build a demo kernel (RMSNorm with a baked weight), write its MIL and weight blob, read
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => cmd::train::run(&args),
-        Command::Sample(args) => cmd::train::run_sample(&args),
+        Command::Sample(args) => cmd::sample::run(&args),
         Command::Corpus(args) => cmd::corpus::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),

@@ -5,5 +5,7 @@ pub mod corpus;
 pub mod demo;
 pub mod mil;
 pub mod mil_run;
+pub mod restart;
+pub mod sample;
 pub mod selftest;
 pub mod train;

@@ -1,14 +1,12 @@
 //! `ane-train train`: train a model on the built-in corpus (or a text file), checkpointing as
-//! it goes, then print an efficiency report and a text sample. `ane-train sample`: continue a
-//! prompt from a checkpoint.
+//! it goes, then print an efficiency report and a text sample.
 //!
 //! When the compile budget cannot fit the next Baked update, the run writes its checkpoint
 //! and re-executes itself with `--resume` (a fresh process gets a fresh budget).
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,14 +20,13 @@ use ane_train::llama::{init_params, Model};
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
 use ane_train::report::EfficiencyReport;
-use ane_train::sample::{generate, SampleOptions};
 use ane_train::trainer::{StepOutcome, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Environment variable counting self-restarts of one run (for messages only).
-const ENV_RESTARTS: &str = "ANE_TRAIN_RESTARTS";
+use super::restart::{interrupt_flag, restart, ENV_RESTARTS};
+use super::sample::{check_sample_args, sample};
 
 /// Arguments of `ane-train train`.
 #[derive(Debug, Args)]
@@ -112,29 +109,6 @@ pub struct TrainArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Arguments of `ane-train sample`.
-#[derive(Debug, Args)]
-pub struct SampleArgs {
-    /// The checkpoint to sample from.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Device: auto, ane, ane-sim or cpu.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Prompt.
-    #[arg(long, default_value = "Once upon a time")]
-    pub prompt: String,
-    /// Bytes to generate at most.
-    #[arg(long, default_value_t = 400)]
-    pub tokens: usize,
-    /// Sampling temperature (0: always the most likely byte).
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f32,
-    /// Seed of the sampling RNG.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-}
-
 fn parse_mode(name: &str) -> Result<WeightMode> {
     WeightMode::from_name(name)
         .with_context(|| format!("--mode {name:?}: expected params, packed or baked"))
@@ -159,7 +133,7 @@ fn load_corpus(name: &str) -> Result<(Vec<u8>, CorpusInfo)> {
     Ok((text, info))
 }
 
-fn check_vocab(cfg: &ModelConfig) -> Result<()> {
+pub(crate) fn check_vocab(cfg: &ModelConfig) -> Result<()> {
     if cfg.vocab_size < ByteTokenizer::VOCAB_SIZE {
         bail!(
             "model {} has a vocabulary of {}, the byte tokenizer needs at least {}",
@@ -497,139 +471,4 @@ fn progress_bar(total: u64, done: u64) -> ProgressBar {
     );
     bar.set_position(done);
     bar
-}
-
-/// A flag that Ctrl-C (SIGINT/SIGTERM) sets, so the loop can checkpoint between updates and
-/// exit instead of dying mid-update. Where no handler can be installed (one already exists),
-/// the flag simply never rises and the periodic checkpoints are what survives.
-fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let setter = flag.clone();
-    let _ = ctrlc::set_handler(move || {
-        if setter.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C while the checkpoint is written: leave at once.
-            std::process::exit(130);
-        }
-    });
-    flag
-}
-
-/// Flags (each taking a value) that a resumed run takes from its checkpoint instead.
-const FROM_CHECKPOINT: [&str; 10] = [
-    "--resume",
-    "--model",
-    "--seq-len",
-    "--lr",
-    "--min-lr",
-    "--warmup",
-    "--accum",
-    "--weight-decay",
-    "--grad-clip",
-    "--seed",
-];
-
-/// Re-executes this program with `--resume <checkpoint>`, dropping the flags the checkpoint
-/// now provides.
-fn restart(ckpt: &Path) -> Result<ExitCode> {
-    let mut args: Vec<OsString> = Vec::new();
-    let mut skip = false;
-    for a in std::env::args_os().skip(1) {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        let text = a.to_string_lossy();
-        if FROM_CHECKPOINT.contains(&text.as_ref()) {
-            skip = true;
-            continue;
-        }
-        if FROM_CHECKPOINT
-            .iter()
-            .any(|f| text.starts_with(&format!("{f}=")))
-        {
-            continue;
-        }
-        args.push(a);
-    }
-    args.push("--resume".into());
-    args.push(ckpt.as_os_str().to_owned());
-    let n: u64 = std::env::var(ENV_RESTARTS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-        + 1;
-    let exe = std::env::current_exe().context("finding this program to restart it")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(&args).env(ENV_RESTARTS, n.to_string());
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        let err = cmd.exec();
-        Err(err).context("restarting")
-    }
-    #[cfg(not(unix))]
-    {
-        let status = cmd.status().context("restarting")?;
-        Ok(if status.success() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
-    }
-}
-
-/// Refuses a prompt the model cannot see whole (BOS + bytes must fit one window) and a
-/// temperature that is not a finite number >= 0.
-fn check_sample_args(prompt: &str, temperature: f32, seq_len: usize) -> Result<()> {
-    if prompt.len() + 1 > seq_len {
-        bail!(
-            "the prompt is {} bytes; this model sees at most {} (--prompt)",
-            prompt.len(),
-            seq_len - 1
-        );
-    }
-    if !(temperature.is_finite() && temperature >= 0.0) {
-        bail!("--temperature must be a finite number >= 0, got {temperature}");
-    }
-    Ok(())
-}
-
-/// Continues `prompt` for up to `tokens` bytes; returns prompt + continuation.
-fn sample(
-    model: &mut Model,
-    prompt: &str,
-    tokens: usize,
-    temperature: f32,
-    seed: u64,
-) -> Result<String> {
-    let tok = ByteTokenizer;
-    let mut ids = vec![ByteTokenizer::BOS];
-    ids.extend(tok.encode(prompt.as_bytes()));
-    check_sample_args(prompt, temperature, model.config().seq_len)?;
-    let opts = SampleOptions {
-        max_tokens: tokens,
-        temperature,
-        vocab_limit: ByteTokenizer::VOCAB_SIZE,
-        stop: [Some(ByteTokenizer::BOS), Some(ByteTokenizer::EOS)],
-        seed,
-    };
-    let new = generate(model, &ids, &opts)?;
-    Ok(format!("{prompt}{}", tok.decode(&new)))
-}
-
-/// Runs `ane-train sample`.
-pub fn run_sample(args: &SampleArgs) -> Result<ExitCode> {
-    let ckpt = checkpoint::read(&args.checkpoint)
-        .with_context(|| format!("reading checkpoint {}", args.checkpoint.display()))?;
-    check_vocab(&ckpt.header.model)?;
-    let device = ane_runtime::open(&args.device)?;
-    let mut model = Model::new(ckpt.header.model, device, WeightMode::Params, ckpt.params)?;
-    let text = sample(
-        &mut model,
-        &args.prompt,
-        args.tokens,
-        args.temperature,
-        args.seed,
-    )?;
-    println!("{text}");
-    Ok(ExitCode::SUCCESS)
 }
