@@ -311,7 +311,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 bar.set_position(r.step);
                 bar.set_message(format!("loss {:.3}  lr {:.2e}", r.loss, r.lr));
                 let every = |n: u64| n > 0 && r.step % n == 0 && r.step < s.steps;
-                if every(args.eval_every) {
+                // Baked: evaluating needs the new weights compiled; skip it when this
+                // process's budget cannot spare them (the next process evaluates later).
+                if every(args.eval_every) && can_evaluate(trainer.model()) {
                     eval_loss = trainer.eval_loss(&data, args.eval_windows)?;
                 }
                 if every(args.eval_every) || r.step == first {
@@ -356,10 +358,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     trainer.save(&ckpt_path)?;
     // Baked: the final weights' kernels are not compiled yet; evaluating and sampling need
     // them, which the compile budget may not allow in this process.
-    let pending = trainer.model().pending_compiles();
-    let left = trainer.model().device().compiles_remaining();
-    let can_run = left.is_none_or(|l| pending <= l);
+    let can_run = can_evaluate(trainer.model());
     if !can_run {
+        let pending = trainer.model().pending_compiles();
+        let left = trainer.model().device().compiles_remaining();
         println!(
             "  (no held-out loss or sample: the final weights need {pending} compiles, {} are \
              left in this process; run `ane-train sample --checkpoint {}`)",
@@ -403,6 +405,16 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         println!("\nsample (temperature {}):\n{text}", args.temperature);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `model` can be evaluated in this process: the compiles its stale Baked kernels
+/// need (if any) fit what is left of the compile budget.
+fn can_evaluate(model: &Model) -> bool {
+    let pending = model.pending_compiles();
+    model
+        .device()
+        .compiles_remaining()
+        .is_none_or(|left| pending <= left)
 }
 
 /// Preset of the default run: Stories260K's layers, 128-token windows (which train about
