@@ -141,8 +141,24 @@ impl AdamW {
         lr: f32,
         grad_norm: f32,
     ) -> UpdateStats {
+        self.update_scaled(params, grads, lr, grad_norm, 1.0)
+    }
+
+    /// [`AdamW::update_with_norm`] for a gradient stored multiplied by `1/grad_scale` (summed
+    /// over `accum` windows, and times the fp16 loss scale): the true gradient is
+    /// `grad_scale·grads`, its norm `grad_scale·raw_norm` (`raw_norm` = [`global_norm`] of
+    /// `grads`). Unscaling, averaging and clipping are one multiply in the update pass.
+    pub fn update_scaled(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: f32,
+        raw_norm: f32,
+        grad_scale: f32,
+    ) -> UpdateStats {
         assert_eq!(params.len(), self.m.len(), "parameter count");
         assert_eq!(grads.len(), self.m.len(), "gradient count");
+        let grad_norm = raw_norm * grad_scale;
         let clip = self.config.grad_clip;
         let clip_scale = if clip > 0.0 && grad_norm > clip {
             clip / grad_norm
@@ -155,6 +171,7 @@ impl AdamW {
         // Bias corrections as reciprocals: one multiply per element instead of a divide.
         let (rbc1, rbc2) = (1.0 / (1.0 - c.beta1.powi(t)), 1.0 / (1.0 - c.beta2.powi(t)));
         let (b1, b2, eps) = (c.beta1, c.beta2, c.eps);
+        let k = grad_scale * clip_scale;
         for (range, decays) in &self.segments {
             let wd = if *decays { c.weight_decay } else { 0.0 };
             let r = range.clone();
@@ -166,7 +183,7 @@ impl AdamW {
                 .for_each(|(((p, g), m), v)| {
                     let lanes = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
                     for ((p, &g), (m, v)) in lanes {
-                        let g = g * clip_scale;
+                        let g = g * k;
                         *m = b1 * *m + (1.0 - b1) * g;
                         *v = b2 * *v + (1.0 - b2) * g * g;
                         let (mh, vh) = (*m * rbc1, *v * rbc2);

@@ -131,8 +131,6 @@ pub struct Trainer {
     totals: Totals,
     /// The update's (mean) gradient.
     grads: Vec<f32>,
-    /// One window's gradient when accumulating.
-    micro: Vec<f32>,
 }
 
 impl Trainer {
@@ -208,7 +206,6 @@ impl Trainer {
             checked_data: None,
             totals: Totals::default(),
             grads: Vec::new(),
-            micro: Vec::new(),
         })
     }
 
@@ -233,45 +230,35 @@ impl Trainer {
         self.totals.weight_update += t.elapsed();
         let accum = self.settings.accum;
         let n = self.model.params().len();
-        // Buffers live across updates: a fresh 4-bytes-per-parameter vector every update
-        // costs page faults and TLB shootdowns comparable to the optimizer itself.
+        // The buffer lives across updates: a fresh 4-bytes-per-parameter vector every update
+        // costs page faults and TLB shootdowns comparable to the optimizer itself. Windows
+        // add their (loss-scaled) gradients into it; the optimizer pass divides by the loss
+        // scale and the window count.
         let Trainer {
             model,
             sampler,
             grads,
-            micro,
             totals,
             ..
         } = self;
         grads.resize(n, 0.0);
+        grads.fill(0.0);
         let mut loss_sum = 0.0f64;
-        for k in 0..accum {
+        for _ in 0..accum {
             let window = sampler.next(&data.train, seq)?;
-            let loss = if k == 0 {
-                model.loss_and_grads_into(window, grads)?
-            } else {
-                micro.resize(n, 0.0);
-                let loss = model.loss_and_grads_into(window, micro)?;
-                grads
-                    .iter_mut()
-                    .zip(micro.iter())
-                    .for_each(|(a, b)| *a += b);
-                loss
-            };
+            let loss = model.accumulate_grads(window, grads)?;
             let t = model.timings();
             totals.device += t.device;
             totals.traffic += t.traffic;
             totals.host += t.host;
             loss_sum += f64::from(loss);
         }
-        if accum > 1 {
-            let inv = 1.0 / accum as f32;
-            grads.iter_mut().for_each(|g| *g *= inv);
-        }
+        let grad_scale = model.grad_scale() / accum as f32;
         let loss = (loss_sum / f64::from(accum)) as f32;
         let lr = self.settings.schedule.at(self.step);
         let t = Instant::now();
-        let norm = crate::optim::global_norm(&self.grads);
+        let raw_norm = crate::optim::global_norm(&self.grads);
+        let norm = raw_norm * grad_scale;
         let skipped = !norm.is_finite();
         let mut grad_norm = norm;
         let mut optimizer = t.elapsed();
@@ -288,7 +275,9 @@ impl Trainer {
             } = self;
             model.update_params(|p| {
                 let t = Instant::now();
-                grad_norm = opt.update_with_norm(p, grads, lr, norm).grad_norm;
+                grad_norm = opt
+                    .update_scaled(p, grads, lr, raw_norm, grad_scale)
+                    .grad_norm;
                 optimizer += t.elapsed();
             })?;
         }

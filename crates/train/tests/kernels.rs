@@ -329,6 +329,14 @@ fn reference(kind: KernelKind, data: &Data) -> Vec<(&'static str, M)> {
                 ("xnorm", x),
             ]
         }
+        KernelKind::QkvFwd => {
+            let x = act("xnorm", d.dim);
+            let q = mv(w(Matrix::Wq), d.q_dim, d.dim, &x);
+            let k = mv(w(Matrix::Wk), d.kv_dim, d.dim, &x);
+            let v = mv(w(Matrix::Wv), d.kv_dim, d.dim, &x);
+            let (qr, kr) = (rope(&q, nh), rope(&k, d.n_kv_heads));
+            vec![("q_rope", qr), ("k_rope", kr), ("v", v)]
+        }
         KernelKind::WoFwd => {
             let a = act("attn_out", d.q_dim);
             vec![("o", mv(w(Matrix::Wo), d.dim, d.q_dim, &a))]

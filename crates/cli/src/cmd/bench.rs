@@ -380,13 +380,17 @@ pub struct ForwardBackwardArgs {
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// Kernel set: auto (the device's: cpu on `cpu`, neural-engine elsewhere), cpu (fused
+    /// host attention) or neural-engine (the decomposed attention the hardware runs).
+    #[arg(long, default_value = "auto")]
+    pub kernel_set: String,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
 fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
-    use ane_train::kernels::WeightMode;
+    use ane_train::kernels::{KernelSet, WeightMode};
     use ane_train::llama::{init_params, Model};
     use ane_train::model::ModelConfig;
     let cfg = if args.model.ends_with(".toml") {
@@ -401,17 +405,25 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
         other => anyhow::bail!("--mode {other:?}: expected baked, packed or params"),
     };
     let device = ane_runtime::open(&args.device)?;
+    let set = match args.kernel_set.as_str() {
+        "auto" => KernelSet::for_device(device.capabilities()),
+        "cpu" => KernelSet::Cpu,
+        "neural-engine" => KernelSet::NeuralEngine,
+        other => anyhow::bail!("--kernel-set {other:?}: expected auto, cpu or neural-engine"),
+    };
     println!(
-        "ane-train bench forward-backward — {} ({} layers, dim {}, seq {}), {} mode, {}",
+        "ane-train bench forward-backward — {} ({} layers, dim {}, seq {}), {} mode, {} kernel set, {}",
         cfg.name,
         cfg.n_layers,
         cfg.dim,
         cfg.seq_len,
         mode.name(),
+        set.name(),
         device.capabilities().description
     );
     let t = Instant::now();
-    let mut model = Model::new(cfg.clone(), device, mode, init_params(&cfg, 42))?;
+    let params = init_params(&cfg, 42);
+    let mut model = Model::with_kernel_set(cfg.clone(), device, mode, params, set)?;
     println!("  compiled in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     let tokens: Vec<u32> = fill(cfg.seq_len + 1, 5)
         .iter()
@@ -419,26 +431,28 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
         .collect();
     model.loss_and_grads(&tokens)?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let (mut total, mut dev, mut host, mut traffic) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut total, mut dev, mut host, mut traffic, mut attn) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut loss = 0.0;
-    let kinds = ane_train::kernels::KernelKind::ALL;
+    let kinds = model.kernel_set().kinds();
     let mut per_kernel: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for _ in 0..args.steps.max(1) {
         loss = model.loss_and_grads(&tokens)?.0;
         let tm = model.timings();
-        for (v, d) in per_kernel.iter_mut().zip(tm.per_kernel) {
-            v.push(ms(d));
+        for (v, k) in per_kernel.iter_mut().zip(kinds) {
+            v.push(ms(tm.per_kernel[k.index()]));
         }
         total.push(ms(tm.total));
         dev.push(ms(tm.device));
         host.push(ms(tm.host));
         traffic.push(ms(tm.traffic));
+        attn.push(ms(tm.attention));
     }
     let rows = [
         ("total", Stat::of(total)),
         ("device kernels", Stat::of(dev)),
         ("host ops", Stat::of(host)),
+        ("  host attention", Stat::of(attn)),
         ("surface traffic", Stat::of(traffic)),
     ];
     println!(
@@ -467,7 +481,7 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     if let Some(path) = &args.json {
         let mut j = serde_json::json!({ "model": cfg.name, "mode": mode.name(), "device": args.device, "loss": loss });
         for (name, s) in &rows {
-            j[name.replace(' ', "_") + "_ms"] = s.json();
+            j[name.trim().replace(' ', "_") + "_ms"] = s.json();
         }
         for (name, s) in &per_kernel {
             j["kernel_ms"][name] = s.json();

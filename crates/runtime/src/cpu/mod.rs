@@ -8,6 +8,7 @@
 //! time, and request slots bind alphabetically (rule 4).
 
 mod exec;
+pub mod gemm;
 mod layout;
 mod memory;
 pub mod ops;

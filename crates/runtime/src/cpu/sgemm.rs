@@ -93,7 +93,27 @@ pub unsafe fn sgemm(
     scratch: Ptr,
     tasks: usize,
 ) {
-    if m == 0 || n == 0 {
+    // SAFETY: per this function's contract.
+    unsafe { sgemm_acc(m, n, k, a, b, c, scratch, tasks, false) }
+}
+
+/// [`sgemm`], adding into `C` (`C += A·B`) when `accumulate`.
+///
+/// # Safety
+/// As [`sgemm`]; when `accumulate`, every element of C must also be readable and initialised.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    scratch: Ptr,
+    tasks: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || (k == 0 && accumulate) {
         return;
     }
     if m < n {
@@ -104,13 +124,13 @@ pub unsafe fn sgemm(
             cs: x.rs,
         };
         // SAFETY: the same elements, addressed with swapped strides.
-        return unsafe { sgemm_rows(n, m, k, t(b), t(a), t(c), scratch, tasks) };
+        return unsafe { sgemm_rows(n, m, k, t(b), t(a), t(c), scratch, tasks, accumulate) };
     }
     // SAFETY: per this function's contract.
-    unsafe { sgemm_rows(m, n, k, a, b, c, scratch, tasks) }
+    unsafe { sgemm_rows(m, n, k, a, b, c, scratch, tasks, accumulate) }
 }
 
-/// [`sgemm`] for `m >= n`.
+/// [`sgemm_acc`] for `m >= n`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_rows(
     m: usize,
@@ -121,6 +141,7 @@ unsafe fn sgemm_rows(
     c: Mat,
     scratch: Ptr,
     tasks: usize,
+    accumulate: bool,
 ) {
     if k == 0 {
         for i in 0..m {
@@ -152,7 +173,18 @@ unsafe fn sgemm_rows(
                         let ic = blk * MC;
                         let mb = MC.min(m - ic);
                         pack_a(a, ic, pc, mb, kb, mk.mr, ap);
-                        macro_tile(mk, mb, nb, kb, ap, bp.get(), c, ic, jc, pc > 0);
+                        macro_tile(
+                            mk,
+                            mb,
+                            nb,
+                            kb,
+                            ap,
+                            bp.get(),
+                            c,
+                            ic,
+                            jc,
+                            accumulate || pc > 0,
+                        );
                     }
                 }
             });
@@ -163,12 +195,31 @@ unsafe fn sgemm_rows(
 /// Packs `B[pc..pc+kb, jc..jc+nb]` into panels of `nr` columns: `dst[panel][p][j]`,
 /// zero-padded.
 unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, dst: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    let avx = b.rs == 1 && nr.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx");
     // SAFETY: per the caller's contract.
     unsafe {
         let mut d = dst;
         for j0 in (0..nb).step_by(nr) {
             let w = nr.min(nb - j0);
-            for p in 0..kb {
+            let mut p0 = 0;
+            // Columns contiguous in memory (column-major B): transpose 8×8 blocks.
+            #[cfg(target_arch = "x86_64")]
+            if avx && w == nr {
+                let col0 = b
+                    .ptr
+                    .get()
+                    .offset(pc as isize * b.rs + (jc + j0) as isize * b.cs);
+                while p0 + 8 <= kb {
+                    for jj in (0..nr).step_by(8) {
+                        let src = col0.offset(p0 as isize + jj as isize * b.cs);
+                        transpose8_avx(src, b.cs, d.add(p0 * nr + jj), nr);
+                    }
+                    p0 += 8;
+                }
+                d = d.add(p0 * nr);
+            }
+            for p in p0..kb {
                 let row = b
                     .ptr
                     .get()
@@ -192,6 +243,8 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, 
 
 /// Packs `A[ic..ic+mb, pc..pc+kb]` into panels of `mr` rows: `dst[panel][p][i]`, zero-padded.
 unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, dst: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    let avx = mr == 8 && a.cs == 1 && std::arch::is_x86_feature_detected!("avx");
     // SAFETY: per the caller's contract.
     unsafe {
         let mut d = dst;
@@ -201,7 +254,17 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, 
                 .ptr
                 .get()
                 .offset((ic + i0) as isize * a.rs + pc as isize * a.cs);
-            for p in 0..kb {
+            let mut p0 = 0;
+            // Rows contiguous in memory (row-major A): transpose 8×8 blocks in registers.
+            #[cfg(target_arch = "x86_64")]
+            if avx && h == 8 {
+                while p0 + 8 <= kb {
+                    transpose8_avx(base.add(p0), a.rs, d, 8);
+                    d = d.add(64);
+                    p0 += 8;
+                }
+            }
+            for p in p0..kb {
                 let col = base.offset(p as isize * a.cs);
                 for i in 0..mr {
                     *d.add(i) = if i < h {
@@ -212,6 +275,48 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, 
                 }
                 d = d.add(mr);
             }
+        }
+    }
+}
+
+/// Writes the transpose of the 8×8 block at `src` (rows `rs` floats apart) to `dst` (rows
+/// `ds` floats apart): `dst[k·ds + i] = src[i·rs + k]`.
+///
+/// # Safety
+/// The 8 rows of 8 floats at `src` are readable, the 8 rows of 8 floats at `dst` writable,
+/// and the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_avx(src: *const f32, rs: isize, dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: per the contract; unaligned loads and stores only.
+    unsafe {
+        let r = |i: isize| _mm256_loadu_ps(src.offset(i * rs));
+        let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let out = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (k, v) in out.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(k * ds), v);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! <https://pytorch.org/docs/stable/generated/torch.nn.functional.cross_entropy.html>.
 
 use super::embedding::check_ids;
-use super::gemm::{matmul, overlap_dw, DwGemm, Gemm};
+use super::gemm::{check_gemm, matmul, overlap_dw, DwGemm, Gemm};
 use super::{check_len, HostError};
 
 /// `logits = W·x`, with `W` the classifier weight (the embedding when tied).
@@ -105,7 +105,7 @@ pub fn classifier_backward(
     seq: usize,
 ) -> Result<(), HostError> {
     let dx_gemm = Gemm::new(dim, seq, vocab).a_transposed().accumulating();
-    dx_gemm.check(dx.len(), weight.len(), dlogits.len())?;
+    check_gemm(&dx_gemm, dx.len(), weight.len(), dlogits.len())?;
     let dw = DwGemm {
         c: dweight,
         a: dlogits,

@@ -16,7 +16,9 @@
 //! Each op has a plain f64 reference in `tests/host_ops.rs`, and each backward is also
 //! checked by central finite differences of its forward.
 
+pub mod attention;
 pub mod embedding;
+pub mod fused_loss;
 pub mod gemm;
 pub mod gqa;
 pub mod loss;
@@ -26,7 +28,9 @@ pub mod rope;
 pub mod silu;
 pub mod vocab;
 
+pub use attention::{attention_backward, attention_forward, AttentionDims, AttentionWorkspace};
 pub use embedding::{embedding_backward, embedding_forward};
+pub use fused_loss::{classifier_loss, LossGrads, LossWorkspace};
 pub use gemm::{matmul, overlap_dw, DwGemm, Gemm};
 pub use gqa::{gqa_reduce, gqa_tile};
 pub use loss::{classifier_backward, classifier_forward, cross_entropy};

@@ -1,4 +1,6 @@
-//! Forward kernels: `sdpaFwd`, `woFwd`, `ffnFused`.
+//! Forward kernels: `sdpaFwd` (Neural Engine set) or `qkvFwd` (cpu set), `woFwd`, `ffnFused`.
+
+use ane_mil::builder::Var;
 
 use super::gen::{Gen, WeightUse};
 use super::{KernelDims, KernelError, KernelOptions, KernelSpec, LayerWeights, Matrix, WeightMode};
@@ -22,6 +24,52 @@ pub fn sdpa_fwd(
     weights: Option<&LayerWeights<'_>>,
 ) -> Result<KernelSpec, KernelError> {
     let mut g = Gen::new("sdpaFwd", dims, opts, mode, weights)?;
+    let p = projections(&mut g)?;
+    let d = g.dims;
+    let kt = g.gqa_tile("kt", p.kr)?;
+    let vt = g.gqa_tile("vt", p.vh)?;
+    let probs = g.attention_probs("probs", p.qr, kt)?;
+    let att = g.f.matmul("att", probs, vt, false, false)?;
+    let attn_out = g.unheads("attn_out", att, d.n_heads)?;
+    g.finish(&[
+        ("attn_out", attn_out),
+        ("q_rope", p.q_rope),
+        ("k_rope", p.k_rope),
+        ("v", p.v),
+        ("xnorm", p.xnorm),
+    ])
+}
+
+/// `qkvFwd` — the cpu kernel set's first forward kernel: `sdpaFwd` without the attention,
+/// which the host runs fused ([`crate::host::attention_forward`]).
+///
+/// - in: as [`sdpa_fwd`];
+/// - out `[QD + 2·KVD, S]` = `q_rope [QD]`, `k_rope [KVD]`, `v [KVD]`.
+pub fn qkv_fwd(
+    dims: &KernelDims,
+    opts: &KernelOptions,
+    mode: WeightMode,
+    weights: Option<&LayerWeights<'_>>,
+) -> Result<KernelSpec, KernelError> {
+    let mut g = Gen::new("qkvFwd", dims, opts, mode, weights)?;
+    let p = projections(&mut g)?;
+    g.finish(&[("q_rope", p.q_rope), ("k_rope", p.k_rope), ("v", p.v)])
+}
+
+/// What the QKV projections and RoPE leave: channel-first `xnorm`, `q_rope`, `k_rope`, `v`,
+/// and the per-head `qr`, `kr`, `vh` (`[1, heads, S, HD]`).
+struct Projections {
+    xnorm: Var,
+    q_rope: Var,
+    k_rope: Var,
+    v: Var,
+    qr: Var,
+    kr: Var,
+    vh: Var,
+}
+
+/// `q = Wq·xnorm`, `k = Wk·xnorm`, `v = Wv·xnorm`, RoPE on q and k.
+fn projections(g: &mut Gen<'_>) -> Result<Projections, KernelError> {
     let d = g.dims;
     let (acts, lins) = g.inputs_spatial(
         d.dim,
@@ -43,18 +91,15 @@ pub fn sdpa_fwd(
     let kr = g.rope("kr", kh, d.n_kv_heads)?;
     let q_rope = g.unheads("q_rope", qr, d.n_heads)?;
     let k_rope = g.unheads("k_rope", kr, d.n_kv_heads)?;
-    let kt = g.gqa_tile("kt", kr)?;
-    let vt = g.gqa_tile("vt", vh)?;
-    let probs = g.attention_probs("probs", qr, kt)?;
-    let att = g.f.matmul("att", probs, vt, false, false)?;
-    let attn_out = g.unheads("attn_out", att, d.n_heads)?;
-    g.finish(&[
-        ("attn_out", attn_out),
-        ("q_rope", q_rope),
-        ("k_rope", k_rope),
-        ("v", v),
-        ("xnorm", x),
-    ])
+    Ok(Projections {
+        xnorm: x,
+        q_rope,
+        k_rope,
+        v,
+        qr,
+        kr,
+        vh,
+    })
 }
 
 /// `woFwd` — attention output projection.

@@ -37,7 +37,7 @@ use std::ops::Range;
 use ane_mil::DType;
 
 pub use backward::{ffn_bwd_w13t, ffn_bwd_w2t, kv_bwd, q_bwd, sdpa_bwd1, sdpa_bwd2, wot_bwd};
-pub use forward::{ffn_fused, sdpa_fwd, wo_fwd};
+pub use forward::{ffn_fused, qkv_fwd, sdpa_fwd, wo_fwd};
 pub use gen::{causal_mask, rope_tables};
 pub use spec::{Block, BlockContent, InputSlot, KernelSpec, OutputPart, OutputSlot};
 
@@ -362,11 +362,13 @@ pub enum KernelKind {
     QBwd,
     /// See [`kv_bwd`].
     KvBwd,
+    /// See [`qkv_fwd`] (cpu kernel set only).
+    QkvFwd,
 }
 
 impl KernelKind {
-    /// All kernels, in pipeline order.
-    pub const ALL: [KernelKind; 10] = [
+    /// All kernels: the Neural Engine set in pipeline order, then `qkvFwd`.
+    pub const ALL: [KernelKind; 11] = [
         KernelKind::SdpaFwd,
         KernelKind::WoFwd,
         KernelKind::FfnFused,
@@ -377,7 +379,19 @@ impl KernelKind {
         KernelKind::SdpaBwd2,
         KernelKind::QBwd,
         KernelKind::KvBwd,
+        KernelKind::QkvFwd,
     ];
+
+    /// Position in [`KernelKind::ALL`] (for per-kind arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the kernel reads weights (all but `sdpaBwd1` and `sdpaBwd2`): in Baked mode
+    /// such a kernel is compiled per layer.
+    pub fn has_weights(self) -> bool {
+        !matches!(self, KernelKind::SdpaBwd1 | KernelKind::SdpaBwd2)
+    }
 
     /// Upstream's name: `sdpaFwd`, `woFwd`, …
     pub fn name(self) -> &'static str {
@@ -392,6 +406,7 @@ impl KernelKind {
             KernelKind::SdpaBwd2 => "sdpaBwd2",
             KernelKind::QBwd => "qBwd",
             KernelKind::KvBwd => "kvBwd",
+            KernelKind::QkvFwd => "qkvFwd",
         }
     }
 
@@ -414,8 +429,59 @@ impl KernelKind {
             KernelKind::SdpaBwd2 => sdpa_bwd2,
             KernelKind::QBwd => q_bwd,
             KernelKind::KvBwd => kv_bwd,
+            KernelKind::QkvFwd => qkv_fwd,
         };
         g(dims, opts, mode, weights)
+    }
+}
+
+/// Which kernels run a model's layers: the two kernel sets of `DESIGN.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelSet {
+    /// The Neural Engine set (`ane`, `ane-sim`): attention decomposed into `sdpaFwd`,
+    /// `sdpaBwd1`, `sdpaBwd2` with an explicit mask and `[NH, S, S]` probabilities between
+    /// them — what the hardware accepts.
+    NeuralEngine,
+    /// The cpu set: `qkvFwd` instead of `sdpaFwd`, and the attention itself fused on the host
+    /// ([`crate::host::attention_forward`] / [`crate::host::attention_backward`]), never
+    /// writing `[NH, S, S]`.
+    Cpu,
+}
+
+impl KernelSet {
+    /// The kernels of this set, in pipeline order.
+    pub fn kinds(self) -> &'static [KernelKind] {
+        match self {
+            KernelSet::NeuralEngine => &KernelKind::ALL[..10],
+            KernelSet::Cpu => &[
+                KernelKind::QkvFwd,
+                KernelKind::WoFwd,
+                KernelKind::FfnFused,
+                KernelKind::FfnBwdW2t,
+                KernelKind::FfnBwdW13t,
+                KernelKind::WotBwd,
+                KernelKind::QBwd,
+                KernelKind::KvBwd,
+            ],
+        }
+    }
+
+    /// The set a device runs: [`KernelSet::Cpu`] on the exact-fidelity CPU device,
+    /// [`KernelSet::NeuralEngine`] on `ane-sim` and `ane`.
+    pub fn for_device(caps: &ane_runtime::Capabilities) -> KernelSet {
+        if caps.kind == ane_runtime::DeviceKind::Cpu {
+            KernelSet::Cpu
+        } else {
+            KernelSet::NeuralEngine
+        }
+    }
+
+    /// Lower-case name: `neural-engine` or `cpu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelSet::NeuralEngine => "neural-engine",
+            KernelSet::Cpu => "cpu",
+        }
     }
 }
 

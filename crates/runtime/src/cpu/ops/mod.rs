@@ -3,7 +3,7 @@
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
-pub(crate) mod math;
+pub mod math;
 pub mod matmul;
 pub mod reduce;
 pub mod sdpa;

@@ -1,0 +1,299 @@
+//! Fused causal attention for the `cpu` device: forward and backward without a `[NH, S, S]`
+//! tensor (the Neural Engine kernel set materialises scores and probabilities; here one row
+//! of `S` scores per task is all there is).
+//!
+//! Layout: `q [QD, S]`, `k, v [KVD, S]`, `out [QD, S]` channel-first (channel `h·HD + c` is
+//! dimension `c` of head `h`), `lse [NH, S]`. Query head `h` reads KV head
+//! [`crate::model::kv_head_of`]`(h)`, the one GQA mapping.
+//!
+//! Forward, per head and query `i`: `sⱼ = (q_i·k_j)/√HD` for `j ≤ i` only (masked keys are
+//! never computed), `lse_i = logsumexp(s)`, `out_i = Σⱼ exp(sⱼ − lse_i)·v_j`. Backward
+//! recomputes the row from `lse` (FlashAttention-2's scheme, Dao 2023, arXiv 2307.08691):
+//! `pⱼ = exp(sⱼ − lse_i)`, `D_i = dout_i·out_i`, `dpⱼ = dout_i·v_j`, `dsⱼ = pⱼ(dpⱼ − D_i)`,
+//! `dq_i = Σⱼ dsⱼ k_j/√HD`, `dk_j += dsⱼ q_i/√HD`, `dv_j += pⱼ dout_i`. Every inner loop runs
+//! over contiguous key positions, so it vectorises; heads (forward) and KV heads (backward,
+//! which owns its `dk`, `dv` rows and its query heads' `dq` rows) run across the rayon pool.
+
+use ane_runtime::cpu::ops::math::exp_f32;
+use rayon::prelude::*;
+
+use super::{check_len, HostError};
+use crate::model::kv_head_of;
+
+/// The head layout of one attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Query heads `NH`.
+    pub n_heads: usize,
+    /// Key/value heads `NKV` (divides `NH`).
+    pub n_kv_heads: usize,
+    /// Head dim `HD`.
+    pub head_dim: usize,
+    /// Positions `S`.
+    pub seq: usize,
+}
+
+impl AttentionDims {
+    /// Query heads per KV head, after checking the layout (`NKV` divides `NH`, and the one
+    /// GQA mapping sends consecutive query heads to each KV head).
+    fn group(&self) -> Result<usize, HostError> {
+        let bad = HostError::Heads {
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+        };
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(bad);
+        }
+        let g = self.n_heads / self.n_kv_heads;
+        if (0..self.n_heads).any(|h| kv_head_of(h, self.n_heads, self.n_kv_heads) != h / g) {
+            return Err(bad);
+        }
+        Ok(g)
+    }
+
+    fn check(&self, q: usize, kv: &[(&'static str, usize)]) -> Result<usize, HostError> {
+        let g = self.group()?;
+        let (hd, s) = (self.head_dim, self.seq);
+        check_len("q", q, &[self.n_heads, hd, s])?;
+        for &(what, len) in kv {
+            check_len(what, len, &[self.n_kv_heads, hd, s])?;
+        }
+        Ok(g)
+    }
+
+    /// Multiply-adds of one forward pass over the unmasked pairs only:
+    /// `2·NH·HD·S(S+1)/2` (scores and the weighted sum of values).
+    pub fn forward_flops(&self) -> f64 {
+        let pairs = (self.seq * (self.seq + 1) / 2) as f64;
+        2.0 * 2.0 * (self.n_heads * self.head_dim) as f64 * pairs
+    }
+}
+
+/// Queries per block in the backward pass: `dk` and `dv` rows are updated once per block.
+const QB: usize = 8;
+
+/// Row buffers of the attention ops, kept between calls (sized on first use, then reused).
+#[derive(Debug, Default)]
+pub struct AttentionWorkspace {
+    rows: Vec<f32>,
+}
+
+impl AttentionWorkspace {
+    fn rows(&mut self, tasks: usize, per: usize) -> &mut [f32] {
+        self.rows.resize(tasks * per, 0.0);
+        &mut self.rows
+    }
+}
+
+/// Causal softmax attention, forward.
+///
+/// - out: `out [QD, S]`, `lse [NH, S]` (overwritten);
+/// - in: `q [QD, S]`, `k [KVD, S]`, `v [KVD, S]` (RoPE already applied to `q` and `k`).
+pub fn attention_forward(
+    out: &mut [f32],
+    lse: &mut [f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    dims: AttentionDims,
+    ws: &mut AttentionWorkspace,
+) -> Result<(), HostError> {
+    let g = dims.check(q.len(), &[("k", k.len()), ("v", v.len())])?;
+    check_len("out", out.len(), &[dims.n_heads, dims.head_dim, dims.seq])?;
+    check_len("lse", lse.len(), &[dims.n_heads, dims.seq])?;
+    let (hd, s) = (dims.head_dim, dims.seq);
+    if hd == 0 || s == 0 {
+        return Ok(());
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let blk = hd * s;
+    out.par_chunks_mut(blk)
+        .zip(lse.par_chunks_mut(s))
+        .zip(ws.rows(dims.n_heads, s).par_chunks_mut(s))
+        .enumerate()
+        .for_each(|(h, ((out_h, lse_h), row))| {
+            let kv = h / g;
+            let q_h = &q[h * blk..(h + 1) * blk];
+            let (k_g, v_g) = (&k[kv * blk..(kv + 1) * blk], &v[kv * blk..(kv + 1) * blk]);
+            for i in 0..s {
+                let p = &mut row[..=i];
+                scores(p, q_h, k_g, hd, s, i, scale);
+                let m = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let z = exp_in_place(p, m);
+                lse_h[i] = m + z.ln();
+                let inv = 1.0 / z;
+                for c in 0..hd {
+                    out_h[c * s + i] = dot(p, &v_g[c * s..c * s + i + 1]) * inv;
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Gradients of [`attention_forward`], accumulated (`+=`) into `dq [QD, S]`, `dk [KVD, S]`,
+/// `dv [KVD, S]`, from `dout [QD, S]` and what the forward read and wrote
+/// (`q, k, v`, `out [QD, S]`, `lse [NH, S]`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+    dout: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    out: &[f32],
+    lse: &[f32],
+    dims: AttentionDims,
+    ws: &mut AttentionWorkspace,
+) -> Result<(), HostError> {
+    let g = dims.check(
+        q.len(),
+        &[
+            ("k", k.len()),
+            ("v", v.len()),
+            ("dk", dk.len()),
+            ("dv", dv.len()),
+        ],
+    )?;
+    for (what, len) in [("dq", dq.len()), ("dout", dout.len()), ("out", out.len())] {
+        check_len(what, len, &[dims.n_heads, dims.head_dim, dims.seq])?;
+    }
+    check_len("lse", lse.len(), &[dims.n_heads, dims.seq])?;
+    let (hd, s) = (dims.head_dim, dims.seq);
+    if hd == 0 || s == 0 {
+        return Ok(());
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let blk = hd * s;
+    let rows_per_task = 2 * QB * s;
+    dq.par_chunks_mut(g * blk)
+        .zip(dk.par_chunks_mut(blk))
+        .zip(dv.par_chunks_mut(blk))
+        .zip(
+            ws.rows(dims.n_kv_heads, rows_per_task)
+                .par_chunks_mut(rows_per_task),
+        )
+        .enumerate()
+        .for_each(|(kv, (((dq_grp, dk_g), dv_g), rows))| {
+            let (k_g, v_g) = (&k[kv * blk..(kv + 1) * blk], &v[kv * blk..(kv + 1) * blk]);
+            let (p_blk, ds_blk) = rows.split_at_mut(QB * s);
+            for (j, dq_h) in dq_grp.chunks_exact_mut(blk).enumerate() {
+                let h = kv * g + j;
+                let span = h * blk..(h + 1) * blk;
+                let (q_h, o_h, do_h) = (&q[span.clone()], &out[span.clone()], &dout[span]);
+                for i0 in (0..s).step_by(QB) {
+                    // A block of queries i0..n over keys 0..n (the causal prefix of its last
+                    // query); entries past a row's own query are zero in P and dS.
+                    let n = (i0 + QB).min(s);
+                    let nb = n - i0;
+                    let (p, ds) = (&mut p_blk[..nb * n], &mut ds_blk[..nb * n]);
+                    for b in 0..nb {
+                        let i = i0 + b;
+                        let prow = &mut p[b * n..(b + 1) * n];
+                        scores(prow, q_h, k_g, hd, s, i, scale);
+                        let l = lse[h * s + i];
+                        let (live, masked) = prow.split_at_mut(i + 1);
+                        live.iter_mut().for_each(|x| *x = exp_f32(*x - l));
+                        masked.fill(0.0);
+                        let d_i: f32 = (0..hd).map(|c| do_h[c * s + i] * o_h[c * s + i]).sum();
+                        let dsrow = &mut ds[b * n..(b + 1) * n];
+                        combine_rows(dsrow, |c| do_h[c * s + i], v_g, hd, s, false);
+                        // dS = P·(dP − D); zero where P is.
+                        dsrow
+                            .iter_mut()
+                            .zip(prow.iter())
+                            .for_each(|(d, &pj)| *d = pj * (*d - d_i));
+                        for c in 0..hd {
+                            dq_h[c * s + i] += scale * dot(dsrow, &k_g[c * s..c * s + n]);
+                        }
+                    }
+                    for c in 0..hd {
+                        let keys = c * s..c * s + n;
+                        let dout_c = |b: usize| do_h[c * s + i0 + b];
+                        combine_rows(&mut dv_g[keys.clone()], dout_c, p, nb, n, true);
+                        let q_c = |b: usize| scale * q_h[c * s + i0 + b];
+                        combine_rows(&mut dk_g[keys], q_c, ds, nb, n, true);
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+/// `row[j] = scale·Σ_c q[c, i]·k[c, j]` for `j < row.len()` (`q`, `k` are one head `[HD, S]`).
+fn scores(row: &mut [f32], q: &[f32], k: &[f32], hd: usize, s: usize, i: usize, scale: f32) {
+    combine_rows(row, |c| q[c * s + i] * scale, k, hd, s, false);
+}
+
+/// `out[j] (+)= Σ_c coef(c)·m[c, j]` for `j < out.len()`, `m` holding `rows` rows of stride `s`:
+/// 16 columns at a time in registers, so each element of `m` is loaded once and `out` stored
+/// once per group of 64 rows (a head dim up to 64 is one group).
+#[inline]
+fn combine_rows(
+    out: &mut [f32],
+    coef: impl Fn(usize) -> f32,
+    m: &[f32],
+    rows: usize,
+    s: usize,
+    accumulate: bool,
+) {
+    const L: usize = 16;
+    const G: usize = 64;
+    if !accumulate {
+        out.fill(0.0);
+    }
+    let n = out.len();
+    let mut coefs = [0.0f32; G];
+    for r0 in (0..rows).step_by(G) {
+        let nr = (rows - r0).min(G);
+        for (c, v) in coefs[..nr].iter_mut().enumerate() {
+            *v = coef(r0 + c);
+        }
+        let mut chunks = out.chunks_exact_mut(L);
+        for (blk, o) in (&mut chunks).enumerate() {
+            let j0 = blk * L;
+            let mut acc = [0.0f32; L];
+            for (c, &a) in coefs[..nr].iter().enumerate() {
+                let at = (r0 + c) * s + j0;
+                for (x, &y) in acc.iter_mut().zip(&m[at..at + L]) {
+                    *x += a * y;
+                }
+            }
+            o.iter_mut().zip(&acc).for_each(|(o, a)| *o += a);
+        }
+        let j0 = n - n % L;
+        for (j, o) in chunks.into_remainder().iter_mut().enumerate() {
+            for (c, &a) in coefs[..nr].iter().enumerate() {
+                *o += a * m[(r0 + c) * s + j0 + j];
+            }
+        }
+    }
+}
+
+/// `p ← exp(p − m)`; returns `Σ p`.
+fn exp_in_place(p: &mut [f32], m: f32) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = p.chunks_exact_mut(16);
+    for ch in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(ch.iter_mut()) {
+            *x = exp_f32(*x - m);
+            *l += *x;
+        }
+    }
+    let mut tail = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp_f32(*x - m);
+        tail += *x;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `Σ x·y` with 16 independent partial sums (so it vectorises without reassociation).
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for ((l, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *l += a * b;
+        }
+    }
+    let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
+    lanes.iter().sum::<f32>() + tail
+}
