@@ -7,9 +7,11 @@ use crate::model::ModelConfig;
 use crate::trainer::Totals;
 
 /// Arithmetic of one training token (forward + backward) in FLOPs, counted as a dense LLaMA:
-/// per layer the seven projections (`2·D·(QD + 2·KVD) + 2·QD·D + 6·D·H` forward) and
-/// attention over the whole window as the kernels compute it (`4·S·QD` forward, no causal
-/// halving), plus the classifier (`2·D·V`); backward costs twice the forward.
+/// per layer the seven projections (`2·D·(QD + 2·KVD) + 2·QD·D + 6·D·H` forward) and causal
+/// attention over the unmasked pairs only (a window's `S(S+1)/2` query–key pairs, `4·QD`
+/// each for scores and values: `2·QD·(S+1)` per token forward — the masked half is work no
+/// useful result needs, so it is not counted even where a kernel set computes it), plus the
+/// classifier (`2·D·V`); backward costs twice the forward.
 pub fn train_flops_per_token(c: &ModelConfig) -> f64 {
     let (d, qd, kvd, h) = (
         c.dim as f64,
@@ -18,7 +20,7 @@ pub fn train_flops_per_token(c: &ModelConfig) -> f64 {
         c.hidden_dim as f64,
     );
     let (s, v, l) = (c.seq_len as f64, c.vocab_size as f64, c.n_layers as f64);
-    let layer = 2.0 * d * (qd + 2.0 * kvd) + 2.0 * qd * d + 6.0 * d * h + 4.0 * s * qd;
+    let layer = 2.0 * d * (qd + 2.0 * kvd) + 2.0 * qd * d + 6.0 * d * h + 2.0 * qd * (s + 1.0);
     3.0 * (l * layer + 2.0 * d * v)
 }
 
@@ -186,7 +188,8 @@ mod tests {
     fn flops_match_a_hand_count() {
         let c = ModelConfig::preset("stories260k").unwrap();
         let proj = 2 * 64 * (64 + 2 * 32) + 2 * 64 * 64 + 6 * 64 * 172;
-        let attn = 4 * 512 * 64;
+        // 512·513/2 unmasked pairs per window, 4·QD FLOPs each, over 512 tokens.
+        let attn = 2 * 64 * 513;
         let fwd = 5 * (proj + attn) + 2 * 64 * 512;
         assert_eq!(train_flops_per_token(&c), 3.0 * fwd as f64);
     }

@@ -11,7 +11,7 @@ use ane_runtime::ane::fake::FakeSys;
 use ane_runtime::ane::{AneDevice, AneOptions};
 use ane_runtime::budget::CompileBudget;
 use ane_runtime::Device;
-use ane_train::kernels::WeightMode;
+use ane_train::kernels::{KernelSet, WeightMode};
 use ane_train::llama::Model;
 use ane_train::model::{ModelConfig, ParamKind};
 
@@ -251,14 +251,20 @@ fn finite_difference_check(cfg: ModelConfig) {
         let down = reference_loss(&cfg, &a, &t);
         (up - down) / (2.0 * h)
     };
+    // Every weight mode with the cpu kernel set (fused host attention), and every mode with
+    // the Neural Engine set (decomposed attention) on the same exact device.
+    let mut runs = Vec::new();
     let mut results = Vec::new();
-    for mode in WeightMode::ALL {
-        let dev = ane_runtime::open("cpu").unwrap();
-        let (_, grads) = Model::new(cfg.clone(), dev, mode, p.clone())
-            .unwrap()
-            .loss_and_grads(&t)
-            .unwrap();
-        results.push(grads);
+    for set in [KernelSet::Cpu, KernelSet::NeuralEngine] {
+        for mode in WeightMode::ALL {
+            let dev = ane_runtime::open("cpu").unwrap();
+            let (_, grads) = Model::with_kernel_set(cfg.clone(), dev, mode, p.clone(), set)
+                .unwrap()
+                .loss_and_grads(&t)
+                .unwrap();
+            runs.push(format!("{} {mode:?}", set.name()));
+            results.push(grads);
+        }
     }
     let mut failures = Vec::new();
     let mut rng = Rng(99);
@@ -272,11 +278,11 @@ fn finite_difference_check(cfg: ModelConfig) {
         picks.extend((0..3).map(|_| range.start + (rng.next() * spec.numel() as f64) as usize));
         for &i in &picks {
             let want = fd(i);
-            for (mode, grads) in WeightMode::ALL.iter().zip(&results) {
+            for (run, grads) in runs.iter().zip(&results) {
                 let got = grads[i] as f64;
                 if (got - want).abs() > 2e-4 + 2e-3 * want.abs() {
                     failures.push(format!(
-                        "{} ({:?}) [{}] {mode:?}: grad {got:.6e} vs finite difference {want:.6e}",
+                        "{} ({:?}) [{}] {run}: grad {got:.6e} vs finite difference {want:.6e}",
                         spec.name,
                         spec.kind,
                         i - range.start
@@ -286,6 +292,34 @@ fn finite_difference_check(cfg: ModelConfig) {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The cpu kernel set (fused host attention) and the Neural Engine set (decomposed attention
+/// with an explicit mask) compute the same loss and gradients on the exact device.
+#[test]
+fn the_two_kernel_sets_agree_on_cpu() {
+    let cfg = tiny();
+    let p = init(&cfg, 8);
+    let t = tokens(&cfg, 9);
+    let run = |set| {
+        let dev = ane_runtime::open("cpu").unwrap();
+        Model::with_kernel_set(cfg.clone(), dev, WeightMode::Params, p.clone(), set)
+            .unwrap()
+            .loss_and_grads(&t)
+            .unwrap()
+    };
+    let (fused_loss, fused) = run(KernelSet::Cpu);
+    let (ane_loss, ane) = run(KernelSet::NeuralEngine);
+    assert!(
+        (fused_loss - ane_loss).abs() < 1e-5,
+        "{fused_loss} vs {ane_loss}"
+    );
+    let worst = fused
+        .iter()
+        .zip(&ane)
+        .map(|(a, b)| (a - b).abs() / (1e-3 + b.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "largest relative gradient difference {worst}");
 }
 
 #[test]

@@ -1,15 +1,16 @@
 //! The one GEMM engine, on slices: the executor's packed SGEMM ([`super::sgemm`]) behind a
 //! checked, safe call, for host code (classifier, weight gradients, attention tiles).
 //!
-//! Packing scratch persists per thread (grown to the largest product a thread has run, then
-//! reused), so a steady-state training step makes no allocation here; the rows of `C` are
-//! split across the rayon pool. On macOS, Accelerate's `cblas_sgemm` (the AMX units) is used
+//! Packing scratch persists per thread: the first product a thread runs allocates the most any
+//! product can need (`KC·NC_MAX` floats of B panel plus one `MC·KC` A block per task, about
+//! 7 MB of address space on two cores; pages are touched only as used), so no later product
+//! allocates, whichever thread runs it. The rows of `C` are split across the rayon pool. On macOS, Accelerate's `cblas_sgemm` (the AMX units) is used
 //! instead when it resolves.
 
 use std::cell::RefCell;
 
 use super::exec::Ptr;
-use super::sgemm::{scratch_len, sgemm_acc, Mat};
+use super::sgemm::{scratch_len, sgemm_acc, Mat, NC_MAX};
 use crate::ane::accelerate;
 
 /// The shape and flags of one product `C[m×n] (+)= op(A)·op(B)`, all row-major:
@@ -102,6 +103,23 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Allocates the packing scratch of every thread of the current rayon pool and of the calling
+/// thread now (a model calls it when it is built), so that no product allocates later.
+pub fn reserve_scratch() {
+    let reserve = || {
+        let most = scratch_len(NC_MAX, NC_MAX, rayon::current_num_threads().max(1));
+        SCRATCH.with(|cell| {
+            if let Ok(mut s) = cell.try_borrow_mut() {
+                if s.len() < most {
+                    s.resize(most, 0.0);
+                }
+            }
+        });
+    };
+    reserve();
+    rayon::broadcast(|_| reserve());
+}
+
 /// `C (+)= op(A)·op(B)` as `g` says (see [`Gemm`]), across the rayon pool.
 ///
 /// - out: `c [m, n]` (overwritten, or accumulated with [`Gemm::accumulating`]);
@@ -135,6 +153,7 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<(), GemmLe
     }
     let tasks = rayon::current_num_threads().max(1);
     let need = scratch_len(g.m, g.n, tasks);
+    let most = scratch_len(NC_MAX, NC_MAX, tasks);
     let (m, n, k) = (g.m as isize, g.n as isize, g.k as isize);
     // (row stride, column stride) of op(A) [m,k] and op(B) [k,n] in their storage.
     let (a_rs, a_cs) = if g.trans_a { (1, m) } else { (k, 1) };
@@ -149,7 +168,7 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<(), GemmLe
             Err(_) => &mut own,
         };
         if scratch.len() < need {
-            scratch.resize(need, 0.0);
+            scratch.resize(need.max(most), 0.0);
         }
         // SAFETY: the lengths were checked above to be exactly m·k, k·n and m·n; the strides
         // address element (i, p) of op(A) at i·a_rs + p·a_cs < m·k, (p, j) of op(B) at

@@ -200,9 +200,73 @@ pub fn coalesce(layouts: &[&Layout]) -> (Vec<usize>, Vec<Vec<isize>>) {
     (out_shape, out_strides)
 }
 
+/// Most dims [`coalesce_fixed`] handles.
+pub const MAX_RANK: usize = 8;
+
+/// [`coalesce`] for `N` layouts into fixed arrays, allocating nothing (for evaluation-time
+/// use): returns the merged rank, or `None` when the shape has more than [`MAX_RANK`] dims.
+pub fn coalesce_fixed<const N: usize>(
+    layouts: [&Layout; N],
+    shape_out: &mut [usize; MAX_RANK],
+    strides_out: &mut [[isize; MAX_RANK]; N],
+) -> Option<usize> {
+    let shape = &layouts[0].shape;
+    if shape.len() > MAX_RANK {
+        return None;
+    }
+    let mut rank = 0;
+    for d in 0..shape.len() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let merge = rank > 0
+            && (0..N)
+                .all(|i| strides_out[i][rank - 1] == layouts[i].strides[d] * shape[d] as isize);
+        if merge {
+            shape_out[rank - 1] *= shape[d];
+            for i in 0..N {
+                strides_out[i][rank - 1] = layouts[i].strides[d];
+            }
+        } else {
+            shape_out[rank] = shape[d];
+            for i in 0..N {
+                strides_out[i][rank] = layouts[i].strides[d];
+            }
+            rank += 1;
+        }
+    }
+    if rank == 0 {
+        shape_out[0] = 1;
+        for s in strides_out.iter_mut() {
+            s[0] = 0;
+        }
+        rank = 1;
+    }
+    Some(rank)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalesce_fixed_agrees_with_coalesce() {
+        let a = Layout::contiguous(&[1, 4, 1, 8]);
+        let b = Layout::contiguous(&[1, 4, 1, 1])
+            .broadcast_to(&[1, 4, 1, 8])
+            .unwrap();
+        for pair in [[&a, &a], [&a, &b], [&b, &b]] {
+            let (shape, strides) = coalesce(&pair);
+            let (mut fs, mut fst) = ([0; MAX_RANK], [[0; MAX_RANK]; 2]);
+            let rank = coalesce_fixed(pair, &mut fs, &mut fst).unwrap();
+            assert_eq!(&fs[..rank], &shape[..]);
+            assert_eq!(&fst[0][..rank], &strides[0][..]);
+            assert_eq!(&fst[1][..rank], &strides[1][..]);
+        }
+        let deep = Layout::contiguous(&[2; MAX_RANK + 1]);
+        let (mut fs, mut fst) = ([0; MAX_RANK], [[0; MAX_RANK]; 2]);
+        assert!(coalesce_fixed([&deep, &deep], &mut fs, &mut fst).is_none());
+    }
 
     /// Flat offsets of every element in row-major index order.
     fn offsets(l: &Layout) -> Vec<isize> {

@@ -60,13 +60,6 @@ impl AttentionDims {
         }
         Ok(g)
     }
-
-    /// Multiply-adds of one forward pass over the unmasked pairs only:
-    /// `2·NH·HD·S(S+1)/2` (scores and the weighted sum of values).
-    pub fn forward_flops(&self) -> f64 {
-        let pairs = (self.seq * (self.seq + 1) / 2) as f64;
-        2.0 * 2.0 * (self.n_heads * self.head_dim) as f64 * pairs
-    }
 }
 
 /// Queries per block in the backward pass: `dk` and `dv` rows are updated once per block.
@@ -79,6 +72,15 @@ pub struct AttentionWorkspace {
 }
 
 impl AttentionWorkspace {
+    /// Row buffers for the layout `dims`, so that no call with it allocates.
+    pub fn for_dims(dims: AttentionDims) -> AttentionWorkspace {
+        let forward = dims.n_heads * dims.seq;
+        let backward = dims.n_kv_heads * 2 * QB * dims.seq;
+        AttentionWorkspace {
+            rows: vec![0.0; forward.max(backward)],
+        }
+    }
+
     fn rows(&mut self, tasks: usize, per: usize) -> &mut [f32] {
         self.rows.resize(tasks * per, 0.0);
         &mut self.rows

@@ -28,6 +28,19 @@ pub struct LossWorkspace {
     dxt: Vec<f32>,
 }
 
+impl LossWorkspace {
+    /// Buffers sized for a vocabulary of `vocab`, `dim` channels and `seq` positions, so that
+    /// no call of that size (or smaller) allocates.
+    pub fn for_dims(vocab: usize, dim: usize, seq: usize) -> LossWorkspace {
+        let sc = (CHUNK_BUDGET / vocab.max(1)).clamp(1, seq.max(1));
+        LossWorkspace {
+            xt: vec![0.0; seq * dim],
+            logits: vec![0.0; sc * vocab],
+            dxt: vec![0.0; seq * dim],
+        }
+    }
+}
+
 /// Where [`classifier_loss`] writes gradients; `None` computes the loss only.
 #[derive(Debug)]
 pub struct LossGrads<'a> {

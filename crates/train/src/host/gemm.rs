@@ -47,8 +47,8 @@ pub struct DwGemm<'a> {
 ///
 /// Every job's dims are checked before anything runs: on a [`HostError`] neither the jobs
 /// nor `work` have run.
-pub fn overlap_dw<R: Send>(
-    jobs: Vec<DwGemm<'_>>,
+pub fn overlap_dw<R: Send, const N: usize>(
+    jobs: [DwGemm<'_>; N],
     work: impl FnOnce() -> R + Send,
 ) -> Result<R, HostError> {
     for job in &jobs {

@@ -112,5 +112,5 @@ pub fn classifier_backward(
         b: x,
         gemm: Gemm::new(vocab, dim, seq).b_transposed().accumulating(),
     };
-    overlap_dw(vec![dw], || matmul(dx, weight, dlogits, dx_gemm))?
+    overlap_dw([dw], || matmul(dx, weight, dlogits, dx_gemm))?
 }

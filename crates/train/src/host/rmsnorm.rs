@@ -5,17 +5,23 @@
 
 use super::{check_len, HostError};
 
-/// `r[s] = 1 / sqrt(mean_c x[c, s]² + eps)` for every column, summed row by row so every
-/// pass over `x` is contiguous.
-fn inv_rms(x: &[f32], channels: usize, seq: usize, eps: f32) -> Vec<f32> {
-    let mut ss = vec![0.0f32; seq];
+/// Columns per block: each op works on blocks of columns whose per-column factors live on
+/// the stack, so it allocates nothing.
+const BLOCK: usize = 256;
+
+/// `r[j] = 1 / sqrt(mean_c x[c, s0 + j]² + eps)` for the `r.len()` columns from `s0`, summed
+/// row by row so every pass over `x` is contiguous.
+fn inv_rms(r: &mut [f32], x: &[f32], s0: usize, channels: usize, seq: usize, eps: f32) {
+    r.fill(0.0);
+    let n = r.len();
     for row in x.chunks_exact(seq) {
-        for (acc, &v) in ss.iter_mut().zip(row) {
+        for (acc, &v) in r.iter_mut().zip(&row[s0..s0 + n]) {
             *acc += v * v;
         }
     }
     let inv_c = 1.0 / channels as f32;
-    ss.iter().map(|&s| 1.0 / (s * inv_c + eps).sqrt()).collect()
+    r.iter_mut()
+        .for_each(|s| *s = 1.0 / (*s * inv_c + eps).sqrt());
 }
 
 /// `y[c, s] = x[c, s] · w[c] · r[s]`, `r[s] = 1 / sqrt(mean_c x[c, s]² + eps)`.
@@ -36,10 +42,16 @@ pub fn rmsnorm_forward(
     if seq == 0 {
         return Ok(());
     }
-    let r = inv_rms(x, channels, seq, eps);
-    for ((yrow, xrow), &wc) in y.chunks_exact_mut(seq).zip(x.chunks_exact(seq)).zip(w) {
-        for ((yv, &xv), &rs) in yrow.iter_mut().zip(xrow).zip(&r) {
-            *yv = xv * wc * rs;
+    let mut rb = [0.0f32; BLOCK];
+    for s0 in (0..seq).step_by(BLOCK) {
+        let n = BLOCK.min(seq - s0);
+        let r = &mut rb[..n];
+        inv_rms(r, x, s0, channels, seq, eps);
+        for ((yrow, xrow), &wc) in y.chunks_exact_mut(seq).zip(x.chunks_exact(seq)).zip(w) {
+            let cols = s0..s0 + n;
+            for ((yv, &xv), &rs) in yrow[cols.clone()].iter_mut().zip(&xrow[cols]).zip(&*r) {
+                *yv = xv * wc * rs;
+            }
         }
     }
     Ok(())
@@ -70,38 +82,45 @@ pub fn rmsnorm_backward(
     if seq == 0 {
         return Ok(());
     }
-    let r = inv_rms(x, channels, seq, eps);
-    // dot[s] = Σ_c dy·w·x, and dw.
-    let mut dot = vec![0.0f32; seq];
-    for (((dyrow, xrow), &wc), dwc) in dy
-        .chunks_exact(seq)
-        .zip(x.chunks_exact(seq))
-        .zip(w)
-        .zip(dw.iter_mut())
-    {
-        let mut acc = 0.0f32;
-        for (((&g, &xv), &rs), d) in dyrow.iter().zip(xrow).zip(&r).zip(dot.iter_mut()) {
-            *d += g * wc * xv;
-            acc += g * xv * rs;
-        }
-        *dwc += acc;
-    }
-    // coef[s] = r³·dot / C.
     let inv_c = 1.0 / channels as f32;
-    let coef: Vec<f32> = r
-        .iter()
-        .zip(&dot)
-        .map(|(&rs, &d)| rs * rs * rs * d * inv_c)
-        .collect();
-    for (((dxrow, dyrow), xrow), &wc) in dx
-        .chunks_exact_mut(seq)
-        .zip(dy.chunks_exact(seq))
-        .zip(x.chunks_exact(seq))
-        .zip(w)
-    {
-        for ((((g, &d), &xv), &rs), &k) in dxrow.iter_mut().zip(dyrow).zip(xrow).zip(&r).zip(&coef)
+    let (mut rb, mut kb) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+    for s0 in (0..seq).step_by(BLOCK) {
+        let n = BLOCK.min(seq - s0);
+        let cols = s0..s0 + n;
+        let (r, k) = (&mut rb[..n], &mut kb[..n]);
+        inv_rms(r, x, s0, channels, seq, eps);
+        // k[s] = Σ_c dy·w·x, then r³·k / C; and dw.
+        k.fill(0.0);
+        for (((dyrow, xrow), &wc), dwc) in dy
+            .chunks_exact(seq)
+            .zip(x.chunks_exact(seq))
+            .zip(w)
+            .zip(dw.iter_mut())
         {
-            *g += rs * wc * d - xv * k;
+            let mut acc = 0.0f32;
+            let lanes = dyrow[cols.clone()].iter().zip(&xrow[cols.clone()]);
+            for (((&g, &xv), &rs), d) in lanes.zip(&*r).zip(k.iter_mut()) {
+                *d += g * wc * xv;
+                acc += g * xv * rs;
+            }
+            *dwc += acc;
+        }
+        k.iter_mut()
+            .zip(&*r)
+            .for_each(|(d, &rs)| *d *= rs * rs * rs * inv_c);
+        for (((dxrow, dyrow), xrow), &wc) in dx
+            .chunks_exact_mut(seq)
+            .zip(dy.chunks_exact(seq))
+            .zip(x.chunks_exact(seq))
+            .zip(w)
+        {
+            let lanes = dxrow[cols.clone()]
+                .iter_mut()
+                .zip(&dyrow[cols.clone()])
+                .zip(&xrow[cols.clone()]);
+            for (((g, &d), &xv), (&rs, &kk)) in lanes.zip(r.iter().zip(k.iter())) {
+                *g += rs * wc * d - xv * kk;
+            }
         }
     }
     Ok(())

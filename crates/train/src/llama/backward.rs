@@ -72,7 +72,7 @@ pub(super) fn layer_backward(
     dh3.fill(0.0);
     host::swiglu_backward(&mut dh1[..], &mut dh3[..], &dgate[..], &sv.h1, &sv.h3)?;
     let [g2] = disjoint_mut(grads, [r.w2.clone()])?;
-    let jobs = vec![job(g2, &dffn[..], &sv.gate, acc(d, hid))];
+    let jobs = [job(g2, &dffn[..], &sv.gate, acc(d, hid))];
     host::overlap_dw(jobs, || -> Result<()> {
         let kern = k.get(KernelKind::FfnBwdW13t)?;
         kern.run(&[("dh1", &dh1[..]), ("dh3", &dh3[..])])?;
@@ -92,7 +92,7 @@ pub(super) fn layer_backward(
     // Attention output projection: da = Woᵀ·(α·dx2), beside dW1 and dW3.
     scaled(&mut dx2s[..], &dx2[..], alpha);
     let [g1, g3] = disjoint_mut(grads, [r.w1.clone(), r.w3.clone()])?;
-    let jobs = vec![
+    let jobs = [
         job(g1, &dh1[..], &sv.x2norm, acc(hid, d)),
         job(g3, &dh3[..], &sv.x2norm, acc(hid, d)),
     ];
@@ -105,7 +105,7 @@ pub(super) fn layer_backward(
     dk_rope.fill(0.0);
     dv.fill(0.0);
     let [go] = disjoint_mut(grads, [r.wo.clone()])?;
-    let jobs = vec![job(go, &dx2s[..], &sv.attn_out, acc(d, qd))];
+    let jobs = [job(go, &dx2s[..], &sv.attn_out, acc(d, qd))];
     match t.set {
         KernelSet::NeuralEngine => {
             // K and V tiled to the query heads, back through softmax on the device.
@@ -162,7 +162,7 @@ pub(super) fn layer_backward(
     host::rope_backward(&mut dq[..], &dq_rope[..], rope, nh, hd, s)?;
     host::rope_backward(&mut dk[..], &dk_rope[..], rope, nkv, hd, s)?;
     let [gq, gk, gv] = disjoint_mut(grads, [r.wq.clone(), r.wk.clone(), r.wv.clone()])?;
-    let jobs = vec![
+    let jobs = [
         job(gq, &dq[..], &sv.xnorm, acc(qd, d)),
         job(gk, &dk[..], &sv.xnorm, acc(kvd, d)),
         job(gv, &dv[..], &sv.xnorm, acc(kvd, d)),

@@ -175,6 +175,7 @@ impl Model {
         };
         let rope = RopeTable::new(cfg.head_dim, cfg.seq_len, cfg.rope_theta)?;
         let ws = Workspace::new(&cfg, set);
+        ane_runtime::cpu::gemm::reserve_scratch();
         let mut m = Model {
             cfg,
             device,
@@ -486,7 +487,10 @@ impl Model {
     fn timed(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<f32> {
         self.recompile_if_stale()?;
         let t = Instant::now();
-        let out = self.run(tokens, grads);
+        // The whole pass runs on one rayon worker: its parallel work is pushed onto that
+        // worker's own deque instead of being injected into the pool from outside, which
+        // allocates a queue block every 63 injections.
+        let out = rayon::scope(|_| self.run(tokens, grads));
         let total = t.elapsed();
         let mut timings = StepTimings {
             total,

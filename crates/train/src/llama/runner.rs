@@ -60,7 +60,20 @@ impl Runner {
             .collect();
         let binding = kernel.bind(&ins, &[(out_slot.name.as_str(), &output)])?;
         let staging = spec.inputs.iter().map(|s| vec![0.0; s.len()]).collect();
-        let scratch = spec.inputs.iter().map(|_| Vec::new()).collect();
+        let scratch = spec
+            .inputs
+            .iter()
+            .map(|slot| {
+                let largest = slot
+                    .blocks
+                    .iter()
+                    .filter(|b| matches!(b.content, BlockContent::Activation))
+                    .map(|b| b.channels.len() * b.columns.len())
+                    .max()
+                    .unwrap_or(0);
+                Vec::with_capacity(largest)
+            })
+            .collect();
         Ok(Runner {
             spec,
             inputs,
@@ -112,8 +125,11 @@ impl Runner {
             .iter()
             .position(|slot| slot.blocks.iter().any(|b| b.name == name))
             .ok_or_else(|| ModelError::Shape(format!("the kernel has no activation `{name}`")))?;
-        let (slot, surface) = (&self.spec.inputs[i], &self.inputs[i]);
-        let block = slot.block(name)?.clone();
+        // A second handle on the spec (a refcount, not a copy) lets `block` borrow from it
+        // while the buffers of `self` are written.
+        let spec = Arc::clone(&self.spec);
+        let (slot, surface) = (&spec.inputs[i], &self.inputs[i]);
+        let block = slot.block(name)?;
         if slot.blocks.len() == 1 && surface.dtype() == DType::Fp32 {
             let mut guard = surface.write::<f32>()?;
             return fill(&mut guard);
@@ -128,8 +144,8 @@ impl Runner {
         } else {
             surface.write_f32_rect(
                 slot.shape[3],
-                block.channels,
-                block.columns,
+                block.channels.clone(),
+                block.columns.clone(),
                 &self.staging[i],
             )?;
         }

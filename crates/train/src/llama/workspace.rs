@@ -1,7 +1,8 @@
 //! Every buffer one forward + backward pass needs, allocated once when the model is built, so
-//! a training step allocates nothing (checked by a counting-allocator test).
+//! a training step allocates nothing (checked by a counting-allocator test,
+//! `tests/alloc_free.rs`).
 
-use crate::host::{AttentionWorkspace, LossWorkspace};
+use crate::host::{AttentionDims, AttentionWorkspace, LossWorkspace};
 use crate::kernels::KernelSet;
 use crate::model::ModelConfig;
 
@@ -153,8 +154,17 @@ impl Workspace {
                 probs: only(ane, scores),
                 dp: only(ane, scores),
             },
-            attention: AttentionWorkspace::default(),
-            loss: LossWorkspace::default(),
+            attention: if ane {
+                AttentionWorkspace::default()
+            } else {
+                AttentionWorkspace::for_dims(AttentionDims {
+                    n_heads: cfg.n_heads,
+                    n_kv_heads: cfg.n_kv_heads,
+                    head_dim: cfg.head_dim,
+                    seq: s,
+                })
+            },
+            loss: LossWorkspace::for_dims(cfg.vocab_size, cfg.dim, s),
             head_rows: Vec::new(),
             dhead_rows: Vec::new(),
             mapped: Vec::new(),
