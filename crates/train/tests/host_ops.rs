@@ -753,7 +753,7 @@ fn overlap_dw_runs_the_gemms_and_the_work() {
     let (mut dw1, mut dw2) = (w1_0.clone(), w2_0.clone());
     let g1 = Gemm::new(hid, d, s).b_transposed().accumulating();
     let g2 = Gemm::new(d, hid, s).b_transposed().accumulating();
-    let jobs = vec![
+    let jobs = [
         DwGemm {
             c: &mut dw1,
             a: &dh,
@@ -789,7 +789,7 @@ fn overlap_dw_runs_the_gemms_and_the_work() {
     // A bad job is reported before anything runs.
     let ran = std::sync::atomic::AtomicBool::new(false);
     let mut c = vec![0.0; 4];
-    let bad = vec![DwGemm {
+    let bad = [DwGemm {
         c: &mut c,
         a: &[0.0; 3],
         b: &[0.0; 4],

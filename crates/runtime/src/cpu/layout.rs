@@ -215,20 +215,19 @@ pub fn coalesce_fixed<const N: usize>(
         return None;
     }
     let mut rank = 0;
-    for d in 0..shape.len() {
-        if shape[d] == 1 {
+    for (d, &len) in shape.iter().enumerate() {
+        if len == 1 {
             continue;
         }
         let merge = rank > 0
-            && (0..N)
-                .all(|i| strides_out[i][rank - 1] == layouts[i].strides[d] * shape[d] as isize);
+            && (0..N).all(|i| strides_out[i][rank - 1] == layouts[i].strides[d] * len as isize);
         if merge {
-            shape_out[rank - 1] *= shape[d];
+            shape_out[rank - 1] *= len;
             for i in 0..N {
                 strides_out[i][rank - 1] = layouts[i].strides[d];
             }
         } else {
-            shape_out[rank] = shape[d];
+            shape_out[rank] = len;
             for i in 0..N {
                 strides_out[i][rank] = layouts[i].strides[d];
             }
