@@ -68,6 +68,17 @@ pub struct Opened {
     pub kind: Choice,
 }
 
+impl Opened {
+    /// `device` (opened as `kind`) with an empty kernel cache.
+    pub fn new(device: Arc<dyn Device>, kind: Choice) -> Self {
+        Opened {
+            device,
+            memo: Arc::new(Memo::default()),
+            kind,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     chosen: Option<Choice>,
@@ -152,11 +163,7 @@ pub fn current() -> Result<Opened> {
     let (device, kind) = open(choice)?;
     let mut st = state();
     // Another thread may have opened one meanwhile; the first one stays.
-    let o = st.opened.get_or_insert_with(|| Opened {
-        device,
-        memo: Arc::new(Memo::default()),
-        kind,
-    });
+    let o = st.opened.get_or_insert_with(|| Opened::new(device, kind));
     Ok(o.clone())
 }
 

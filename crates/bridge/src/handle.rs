@@ -15,7 +15,7 @@ use ane_mil::TensorType;
 use ane_runtime::cache::CacheKey;
 use ane_runtime::{Binding, Device, Feed, Surface, Weights};
 
-use crate::device;
+use crate::device::{self, Opened};
 use crate::error::{BridgeError, Result};
 
 /// One caller-visible tensor of a handle.
@@ -91,7 +91,11 @@ impl Handle {
     /// Compiles `spec` on the open device (opening it first if needed), or reuses the kernel
     /// the device's cache holds for the same MIL text and weight bytes.
     pub fn compile(spec: &Spec<'_>) -> Result<Handle> {
-        let opened = device::current()?;
+        Handle::compile_on(&device::current()?, spec)
+    }
+
+    /// [`Handle::compile`] on a given device (tests drive the `ane` driver over its fake).
+    pub fn compile_on(opened: &Opened, spec: &Spec<'_>) -> Result<Handle> {
         let program = ane_mil::parse(spec.mil)?;
         let f = program
             .main()

@@ -73,7 +73,14 @@ fn pytest_suite_passes() {
     if !available() {
         return;
     }
-    let out = run(&["-m", "pytest", "-q", "-p", "no:cacheprovider", "python/tests"]);
+    let out = run(&[
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "python/tests",
+    ]);
     assert!(out.contains(" passed"), "pytest ran no tests:\n{out}");
 }
 
