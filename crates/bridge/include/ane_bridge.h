@@ -231,6 +231,8 @@ void ane_bridge_write_weight_f32(ANEKernelHandle *kernel,
 // the input is aliased to the output's memory: no copy now or after later evals of `src`
 // (calling again is free). Otherwise the bytes are copied now. Writing that input later
 // (`ane_bridge_write_input`) first gives it its own memory again, so it never changes `src`.
+// While aliased the two handles share that memory: evaluating `src` and `dst` at the same
+// moment on two threads makes one eval fail with "surface is busy" (an error, not a race).
 void ane_bridge_copy_io(ANEKernelHandle *src,
                         int src_out_idx,
                         ANEKernelHandle *dst,

@@ -265,6 +265,8 @@ pub unsafe extern "C" fn ane_bridge_write_weight_f32(
 /// the input is aliased to the output's memory: no copy now or after later evals of `src`
 /// (calling again is free). Otherwise the bytes are copied now. Writing that input later
 /// (`ane_bridge_write_input`) first gives it its own memory again, so it never changes `src`.
+/// While aliased the two handles share that memory: evaluating `src` and `dst` at the same
+/// moment on two threads makes one eval fail with "surface is busy" (an error, not a race).
 #[no_mangle]
 pub extern "C" fn ane_bridge_copy_io(
     src: *mut ANEKernelHandle,
