@@ -142,6 +142,7 @@ fn opts(dev: Dev) -> KernelOptions {
         dtype: dev.dtype(),
         alpha: ALPHA,
         rope_theta: THETA,
+        weights_as_stored: false,
     }
 }
 

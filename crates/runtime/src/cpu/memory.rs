@@ -127,3 +127,44 @@ unsafe impl SurfaceMemory for HostMemory {
 
     fn unlock(&self, _write: bool) {}
 }
+
+/// Host memory owned by someone else — a model's parameter buffer, say — wrapped so that a
+/// CPU kernel reads it in place as a Surface (zero-copy weights). Never freed by the surface.
+#[derive(Debug)]
+pub struct ExternalMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl ExternalMemory {
+    /// Wraps the `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// The bytes must stay valid (allocated, not moved) for as long as any Surface made from
+    /// this memory lives, and must not be written by anyone else while such a Surface is
+    /// locked (while a kernel that reads it is evaluating, or a guard on it is held).
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize) -> ExternalMemory {
+        ExternalMemory { ptr, len }
+    }
+}
+
+// SAFETY: the owner of the memory guarantees (per `ExternalMemory::new`) that it stays valid
+// for the surface's life and is not written while locked; the pointer is only dereferenced
+// under a surface lock, which serialises writers and readers on the runtime's side.
+unsafe impl Send for ExternalMemory {}
+// SAFETY: as above.
+unsafe impl Sync for ExternalMemory {}
+
+// SAFETY: per `ExternalMemory::new`, the `len` bytes at `ptr` outlive every surface made from
+// this memory; host memory needs no work to lock or unlock.
+unsafe impl SurfaceMemory for ExternalMemory {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn lock(&self, _write: bool) -> Result<*mut u8> {
+        Ok(self.ptr.as_ptr())
+    }
+
+    fn unlock(&self, _write: bool) {}
+}

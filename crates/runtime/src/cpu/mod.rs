@@ -17,7 +17,7 @@ pub mod sgemm;
 
 use std::sync::{Arc, Mutex};
 
-pub use memory::{HostMemory, PooledMemory};
+pub use memory::{ExternalMemory, HostMemory, PooledMemory};
 
 use ane_mil::{DType, Dialect, Program};
 

@@ -184,12 +184,24 @@ impl<'w> Gen<'w> {
                 content: BlockContent::Activation,
             })
             .collect();
-        // Weight block shapes (rows must be the input's channel count).
+        // As-stored Params weights: each block is `W [out, in]` whatever the input's channels.
+        let as_stored = self.mode == WeightMode::Params && self.opts.weights_as_stored;
+        let weights: Vec<WeightUse> = weights
+            .iter()
+            .map(|w| WeightUse {
+                block_transposed: w.block_transposed && !as_stored,
+                ..*w
+            })
+            .collect();
+        let weights = &weights[..];
+        // Weight block shapes (rows must be the input's channel count, except as stored).
         let mut wcols = Vec::with_capacity(weights.len());
+        let mut wrows = Vec::with_capacity(weights.len());
         for w in weights {
             let (o, n) = self.dims.matrix_shape(w.matrix);
             let (rows, cols) = if w.block_transposed { (n, o) } else { (o, n) };
-            if rows != channels {
+            wrows.push(rows);
+            if rows != channels && !as_stored {
                 return Err(KernelError::Dims(format!(
                     "block {} has {rows} rows, the input has {channels} channels",
                     w.block_name()
@@ -233,7 +245,7 @@ impl<'w> Gen<'w> {
         }
         let mut lins = Vec::with_capacity(weights.len());
         let mut col = act_cols;
-        for (k, (w, &cols)) in weights.iter().zip(&wcols).enumerate() {
+        for (k, ((w, &cols), &rows)) in weights.iter().zip(&wcols).zip(&wrows).enumerate() {
             let name = w.block_name();
             let (out, inp) = w.map_shape(&self.dims);
             let transpose_x = w.map_transposed != w.block_transposed;
@@ -263,23 +275,29 @@ impl<'w> Gen<'w> {
                     let pname = format!("{letter}_{name}");
                     // A block narrower than rule 5 allows (e.g. an FFN width of 172) sits in
                     // a wider input whose extra columns are sliced off.
-                    let width = padded_spatial_width(cols);
-                    let mut p = self.f.input(&pname, self.ty([1, channels, 1, width]))?;
-                    let block = self.weight_block(w, channels, 0..cols);
+                    // As stored: exactly `[1, rows, 1, cols]`, no padding.
+                    let width = if as_stored {
+                        cols
+                    } else {
+                        padded_spatial_width(cols)
+                    };
+                    let mut p = self.f.input(&pname, self.ty([1, rows, 1, width]))?;
+                    let block = self.weight_block(w, rows, 0..cols);
                     self.inputs.push(InputSlot {
                         name: pname,
-                        shape: [1, channels, 1, width],
+                        shape: [1, rows, 1, width],
                         blocks: vec![block],
                     });
+                    let r = i(rows);
                     if width != cols {
                         p = self.f.slice_by_size(
                             &format!("{name}_s"),
                             p,
                             &[0, 0, 0, 0],
-                            &[1, c, 1, i(cols)],
+                            &[1, r, 1, i(cols)],
                         )?;
                     }
-                    let wv = self.f.reshape(&name, p, &[1, 1, c, i(cols)])?;
+                    let wv = self.f.reshape(&name, p, &[1, 1, r, i(cols)])?;
                     Linear::Mat {
                         w: wv,
                         transpose_x,

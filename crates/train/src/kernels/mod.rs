@@ -236,15 +236,22 @@ pub struct KernelOptions {
     pub alpha: f32,
     /// RoPE base θ (`angle(p, i) = p · θ^(−2i/HD)`).
     pub rope_theta: f32,
+    /// Params mode only: every weight parameter holds its matrix exactly as the model stores
+    /// it (`W [out, in]` row-major, parameter `[1, out, 1, in]`, no padding), so a host can
+    /// hand the kernel its parameter buffer itself (zero-copy weights on the `cpu` device).
+    /// Off for the Neural Engine, whose inputs have the activation's channel count and padded
+    /// widths (rule 5).
+    pub weights_as_stored: bool,
 }
 
 impl Default for KernelOptions {
-    /// fp16, `α = 1`, `θ = 10000`.
+    /// fp16, `α = 1`, `θ = 10000`, Neural Engine weight layout.
     fn default() -> Self {
         KernelOptions {
             dtype: DType::Fp16,
             alpha: 1.0,
             rope_theta: 10_000.0,
+            weights_as_stored: false,
         }
     }
 }

@@ -29,7 +29,7 @@ use ane_mil::DType;
 use ane_runtime::{Device, Fidelity, Kernel};
 
 use self::forward::Trunk;
-use self::runner::{compile_spec, LayerKernels, Runner};
+use self::runner::{compile_spec, LayerKernels, ParamsInPlace, Runner};
 use self::views::ParamRanges;
 use self::workspace::Workspace;
 use crate::host::{self, HostError, LossGrads, RopeTable};
@@ -110,9 +110,11 @@ pub struct Model {
     dims: KernelDims,
     table: Vec<ParamSpec>,
     ranges: ParamRanges,
+    /// Declared before `params`: runners may read the parameter buffer in place, so they are
+    /// dropped first.
+    layers: Vec<LayerKernels>,
     params: Vec<f32>,
     rope: RopeTable,
-    layers: Vec<LayerKernels>,
     ws: Workspace,
     loss_scale: f32,
     timings: StepTimings,
@@ -162,6 +164,8 @@ impl Model {
             dtype: if fp16 { DType::Fp16 } else { DType::Fp32 },
             alpha: cfg.residual_alpha(),
             rope_theta: cfg.rope_theta,
+            // The cpu set in Params mode reads the parameter buffer in place.
+            weights_as_stored: set == KernelSet::Cpu && !fp16 && mode == WeightMode::Params,
         };
         let dims = KernelDims {
             dim: cfg.dim,
@@ -185,9 +189,9 @@ impl Model {
             dims,
             table,
             ranges,
+            layers: Vec::new(),
             params,
             rope,
-            layers: Vec::new(),
             ws,
             loss_scale: if fp16 { FP16_LOSS_SCALE } else { 1.0 },
             timings: StepTimings::default(),
@@ -234,7 +238,8 @@ impl Model {
                 self.params.len()
             )));
         }
-        self.params = params;
+        // Copied into the existing buffer, never swapped: kernels may read it in place.
+        self.params.copy_from_slice(&params);
         self.refresh()
     }
 
@@ -280,8 +285,19 @@ impl Model {
             Default::default();
         let mut layers = Vec::with_capacity(self.cfg.n_layers);
         let mut compiled = 0;
+        let in_place = self.opts.weights_as_stored;
+        let len = self.params.len();
+        // Taken before any shared borrow of the buffer below, so the pointers the in-place
+        // surfaces keep derive from the buffer itself.
+        let base = std::ptr::NonNull::new(self.params.as_mut_ptr())
+            .ok_or_else(|| ModelError::Shape("the parameter buffer is empty".into()))?;
         for l in 0..self.cfg.n_layers {
             let w = self.ranges.layer_weights(&self.params, l);
+            let params = in_place.then_some(ParamsInPlace {
+                base,
+                len,
+                ranges: &self.ranges.layers[l],
+            });
             let mut set = LayerKernels::default();
             for &kind in self.set.kinds() {
                 let per_layer = self.mode == WeightMode::Baked && kind.has_weights();
@@ -298,7 +314,7 @@ impl Model {
                         (kernel, spec)
                     }
                 };
-                let mut runner = Runner::new(self.device.as_ref(), &kernel, spec)?;
+                let mut runner = Runner::new(self.device.as_ref(), &kernel, spec, params)?;
                 runner.stage_weights(&w)?;
                 set.0[kind.index()] = Some(runner);
             }

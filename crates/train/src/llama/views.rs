@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::kernels::LayerWeights;
+use crate::kernels::{LayerWeights, Matrix};
 use crate::model::{ModelConfig, ParamKind, ParamSpec};
 
 /// The ranges of one transformer block's tensors in the flat buffer.
@@ -27,6 +27,21 @@ pub struct LayerRanges {
     pub w2: Range<usize>,
     /// `W3 [H, D]`.
     pub w3: Range<usize>,
+}
+
+impl LayerRanges {
+    /// The range of `m`.
+    pub fn matrix(&self, m: Matrix) -> Range<usize> {
+        match m {
+            Matrix::Wq => self.wq.clone(),
+            Matrix::Wk => self.wk.clone(),
+            Matrix::Wv => self.wv.clone(),
+            Matrix::Wo => self.wo.clone(),
+            Matrix::W1 => self.w1.clone(),
+            Matrix::W2 => self.w2.clone(),
+            Matrix::W3 => self.w3.clone(),
+        }
+    }
 }
 
 /// The ranges of every tensor of a model in the flat buffer.
