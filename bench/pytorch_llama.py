@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="run the model under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -121,6 +122,7 @@ def main():
     for name, p in model.named_parameters():
         if p.dim() >= 2:
             nn.init.normal_(p, std=0.02)
+    forward = torch.compile(model) if args.compile else model
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -133,7 +135,7 @@ def main():
         start = int(torch.randint(0, len(data) - s - 1, (1,)))
         w = data[start:start + s + 1]
         t = time.perf_counter()
-        loss = model(w[:-1].unsqueeze(0), w[1:].unsqueeze(0))
+        loss = forward(w[:-1].unsqueeze(0), w[1:].unsqueeze(0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
