@@ -21,29 +21,33 @@ impl Rng {
     }
 }
 
-/// f64 causal attention: `out [NH·HD, S]` for `q [NH·HD, S]`, `k, v [NKV·HD, S]`, query head
-/// `h` reading KV head `h / (NH/NKV)`.
+/// f64 causal attention: `out [NH·HD, B·S]` for `q [NH·HD, B·S]`, `k, v [NKV·HD, B·S]`,
+/// query head `h` reading KV head `h / (NH/NKV)`, each window of `S` columns on its own.
 fn ref_attention(q: &[f64], k: &[f64], v: &[f64], d: AttentionDims) -> Vec<f64> {
     let (nh, hd, s) = (d.n_heads, d.head_dim, d.seq);
+    let st = s * d.windows;
     let g = nh / d.n_kv_heads;
-    let mut out = vec![0.0; nh * hd * s];
-    for h in 0..nh {
-        let kv = h / g;
-        for i in 0..s {
-            let sc: Vec<f64> = (0..=i)
-                .map(|j| {
-                    (0..hd)
-                        .map(|c| q[(h * hd + c) * s + i] * k[(kv * hd + c) * s + j])
-                        .sum::<f64>()
-                        / (hd as f64).sqrt()
-                })
-                .collect();
-            let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
-            for c in 0..hd {
-                out[(h * hd + c) * s + i] = (0..=i)
-                    .map(|j| (sc[j] - m).exp() / z * v[(kv * hd + c) * s + j])
-                    .sum();
+    let mut out = vec![0.0; nh * hd * st];
+    for w in 0..d.windows {
+        let at = |ch: usize, t: usize| ch * st + w * s + t;
+        for h in 0..nh {
+            let kv = h / g;
+            for i in 0..s {
+                let sc: Vec<f64> = (0..=i)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|c| q[at(h * hd + c, i)] * k[at(kv * hd + c, j)])
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                for c in 0..hd {
+                    out[at(h * hd + c, i)] = (0..=i)
+                        .map(|j| (sc[j] - m).exp() / z * v[at(kv * hd + c, j)])
+                        .sum();
+                }
             }
         }
     }
@@ -64,18 +68,21 @@ const LAYOUTS: [AttentionDims; 3] = [
         n_kv_heads: 2,
         head_dim: 8,
         seq: 37,
+        windows: 1,
     },
     AttentionDims {
         n_heads: 4,
         n_kv_heads: 2,
         head_dim: 6,
         seq: 19,
+        windows: 2,
     },
     AttentionDims {
         n_heads: 3,
         n_kv_heads: 1,
         head_dim: 4,
         seq: 5,
+        windows: 3,
     },
 ];
 
@@ -83,7 +90,11 @@ const LAYOUTS: [AttentionDims; 3] = [
 fn attention_forward_matches_f64_reference_with_gqa() {
     let mut rng = Rng(0x9e37_79b9);
     for d in LAYOUTS {
-        let (qd, kvd, s) = (d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim, d.seq);
+        let (qd, kvd, s) = (
+            d.n_heads * d.head_dim,
+            d.n_kv_heads * d.head_dim,
+            d.columns(),
+        );
         let (q, k, v) = (rng.vec(qd * s), rng.vec(kvd * s), rng.vec(kvd * s));
         let (mut out, mut lse) = (vec![f32::NAN; qd * s], vec![f32::NAN; d.n_heads * s]);
         let mut ws = AttentionWorkspace::default();
@@ -112,7 +123,11 @@ fn attention_objective(q: &[f64], k: &[f64], v: &[f64], w: &[f64], d: AttentionD
 fn attention_backward_matches_finite_differences_and_accumulates() {
     let mut rng = Rng(0x1234_5678);
     for d in LAYOUTS {
-        let (qd, kvd, s) = (d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim, d.seq);
+        let (qd, kvd, s) = (
+            d.n_heads * d.head_dim,
+            d.n_kv_heads * d.head_dim,
+            d.columns(),
+        );
         let (q, k, v) = (rng.vec(qd * s), rng.vec(kvd * s), rng.vec(kvd * s));
         let dout = rng.vec(qd * s);
         let (mut out, mut lse) = (vec![0.0; qd * s], vec![0.0; d.n_heads * s]);
@@ -159,6 +174,7 @@ fn attention_rejects_bad_layouts() {
         n_kv_heads: 2,
         head_dim: 2,
         seq: 2,
+        windows: 1,
     };
     let e = attention_forward(
         &mut [0.0; 12],

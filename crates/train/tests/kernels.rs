@@ -25,6 +25,7 @@ const DIMS: KernelDims = KernelDims {
     n_kv_heads: 2,
     head_dim: 16,
     seq: 32,
+    window: 32,
 };
 const ALPHA: f32 = 0.375;
 const THETA: f32 = 10_000.0;

@@ -12,7 +12,7 @@ use ane_runtime::ane::{AneDevice, AneOptions};
 use ane_runtime::budget::CompileBudget;
 use ane_runtime::Device;
 use ane_train::kernels::{KernelSet, WeightMode};
-use ane_train::llama::Model;
+use ane_train::llama::{Model, ModelOptions};
 use ane_train::model::{ModelConfig, ParamKind};
 
 fn tiny() -> ModelConfig {
@@ -292,6 +292,52 @@ fn finite_difference_check(cfg: ModelConfig) {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A pass of B windows (`--batch`) is B windows side by side: its loss and gradient are the
+/// means of the windows' own, in every weight mode; the Neural Engine set refuses B > 1.
+#[test]
+fn a_batch_of_windows_is_the_mean_of_the_windows() {
+    let cfg = tiny();
+    let p = init(&cfg, 12);
+    let (t1, t2, t3) = (tokens(&cfg, 13), tokens(&cfg, 14), tokens(&cfg, 15));
+    let joined: Vec<u32> = [&t1[..], &t2[..], &t3[..]].concat();
+    for mode in WeightMode::ALL {
+        let dev = || ane_runtime::open("cpu").unwrap();
+        let mut one = Model::new(cfg.clone(), dev(), mode, p.clone()).unwrap();
+        let runs: Vec<(f32, Vec<f32>)> = [&t1, &t2, &t3]
+            .iter()
+            .map(|t| one.loss_and_grads(t).unwrap())
+            .collect();
+        let options = ModelOptions {
+            batch: 3,
+            ..ModelOptions::default()
+        };
+        let mut three = Model::with_options(cfg.clone(), dev(), mode, p.clone(), options).unwrap();
+        assert_eq!(three.batch(), 3);
+        let (loss, grads) = three.loss_and_grads(&joined).unwrap();
+        let want = runs.iter().map(|r| r.0).sum::<f32>() / 3.0;
+        assert!((loss - want).abs() < 1e-5, "{mode:?}: {loss} vs {want}");
+        for (i, g) in grads.iter().enumerate() {
+            let w = runs.iter().map(|r| r.1[i]).sum::<f32>() / 3.0;
+            assert!(
+                (g - w).abs() < 1e-5 + 1e-3 * w.abs(),
+                "{mode:?}: grad[{i}] {g} vs {w}"
+            );
+        }
+        // A loss of one window is that window's loss, whatever the batch.
+        let l1 = three.loss(&t2).unwrap();
+        assert!((l1 - runs[1].0).abs() < 1e-5, "{l1} vs {}", runs[1].0);
+        // Gradients need whole batches.
+        assert!(three.loss_and_grads(&t1).is_err());
+    }
+    let options = ModelOptions {
+        kernel_set: Some(KernelSet::NeuralEngine),
+        batch: 2,
+    };
+    let dev = ane_runtime::open("cpu").unwrap();
+    let e = Model::with_options(cfg.clone(), dev, WeightMode::Params, p, options).unwrap_err();
+    assert!(e.to_string().contains("needs the cpu kernel set"), "{e}");
 }
 
 /// The cpu kernel set (fused host attention) and the Neural Engine set (decomposed attention

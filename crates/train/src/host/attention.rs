@@ -2,8 +2,9 @@
 //! tensor (the Neural Engine kernel set materialises scores and probabilities; here one row
 //! of `S` scores per task is all there is).
 //!
-//! Layout: `q [QD, S]`, `k, v [KVD, S]`, `out [QD, S]` channel-first (channel `h·HD + c` is
-//! dimension `c` of head `h`), `lse [NH, S]`. Query head `h` reads KV head
+//! Layout: `q [QD, B·S]`, `k, v [KVD, B·S]`, `out [QD, B·S]` channel-first (channel `h·HD + c`
+//! is dimension `c` of head `h`), `lse [NH, B·S]`, for `B` windows of `S` positions side by
+//! side along the columns; each window attends only within itself. Query head `h` reads KV head
 //! [`crate::model::kv_head_of`]`(h)`, the one GQA mapping.
 //!
 //! Forward, per head and query `i`: `sⱼ = (q_i·k_j)/√HD` for `j ≤ i` only (masked keys are
@@ -29,8 +30,11 @@ pub struct AttentionDims {
     pub n_kv_heads: usize,
     /// Head dim `HD`.
     pub head_dim: usize,
-    /// Positions `S`.
+    /// Positions per window `S`.
     pub seq: usize,
+    /// Windows side by side along the columns, `B` (each attends only to itself): tensors
+    /// are `[C, B·S]`, window `b` in columns `b·S..(b+1)·S`.
+    pub windows: usize,
 }
 
 impl AttentionDims {
@@ -51,9 +55,14 @@ impl AttentionDims {
         Ok(g)
     }
 
+    /// Columns of every tensor, `B·S`.
+    pub fn columns(&self) -> usize {
+        self.seq.saturating_mul(self.windows)
+    }
+
     fn check(&self, q: usize, kv: &[(&'static str, usize)]) -> Result<usize, HostError> {
         let g = self.group()?;
-        let (hd, s) = (self.head_dim, self.seq);
+        let (hd, s) = (self.head_dim, self.columns());
         check_len("q", q, &[self.n_heads, hd, s])?;
         for &(what, len) in kv {
             check_len(what, len, &[self.n_kv_heads, hd, s])?;
@@ -99,31 +108,36 @@ pub fn attention_forward(
     ws: &mut AttentionWorkspace,
 ) -> Result<(), HostError> {
     let g = dims.check(q.len(), &[("k", k.len()), ("v", v.len())])?;
-    check_len("out", out.len(), &[dims.n_heads, dims.head_dim, dims.seq])?;
-    check_len("lse", lse.len(), &[dims.n_heads, dims.seq])?;
-    let (hd, s) = (dims.head_dim, dims.seq);
+    let (hd, s, st) = (dims.head_dim, dims.seq, dims.columns());
+    check_len("out", out.len(), &[dims.n_heads, hd, st])?;
+    check_len("lse", lse.len(), &[dims.n_heads, st])?;
     if hd == 0 || s == 0 {
         return Ok(());
     }
     let scale = 1.0 / (hd as f32).sqrt();
-    let blk = hd * s;
+    let blk = hd * st;
     out.par_chunks_mut(blk)
-        .zip(lse.par_chunks_mut(s))
+        .zip(lse.par_chunks_mut(st))
         .zip(ws.rows(dims.n_heads, s).par_chunks_mut(s))
         .enumerate()
         .for_each(|(h, ((out_h, lse_h), row))| {
             let kv = h / g;
-            let q_h = &q[h * blk..(h + 1) * blk];
-            let (k_g, v_g) = (&k[kv * blk..(kv + 1) * blk], &v[kv * blk..(kv + 1) * blk]);
-            for i in 0..s {
-                let p = &mut row[..=i];
-                scores(p, q_h, k_g, hd, s, i, scale);
-                let m = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let z = exp_in_place(p, m);
-                lse_h[i] = m + z.ln();
-                let inv = 1.0 / z;
-                for c in 0..hd {
-                    out_h[c * s + i] = dot(p, &v_g[c * s..c * s + i + 1]) * inv;
+            for w0 in (0..st).step_by(s) {
+                // Window `w0 / S`: every row of these views starts at its first column.
+                let q_h = &q[h * blk + w0..(h + 1) * blk];
+                let k_g = &k[kv * blk + w0..(kv + 1) * blk];
+                let v_g = &v[kv * blk + w0..(kv + 1) * blk];
+                let out_h = &mut out_h[w0..];
+                for i in 0..s {
+                    let p = &mut row[..=i];
+                    scores(p, q_h, k_g, hd, st, i, scale);
+                    let m = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let z = exp_in_place(p, m);
+                    lse_h[w0 + i] = m + z.ln();
+                    let inv = 1.0 / z;
+                    for c in 0..hd {
+                        out_h[c * st + i] = dot(p, &v_g[c * st..c * st + i + 1]) * inv;
+                    }
                 }
             }
         });
@@ -152,16 +166,16 @@ pub fn attention_backward(
             ("dv", dv.len()),
         ],
     )?;
+    let (hd, s, st) = (dims.head_dim, dims.seq, dims.columns());
     for (what, len) in [("dq", dq.len()), ("dout", dout.len()), ("out", out.len())] {
-        check_len(what, len, &[dims.n_heads, dims.head_dim, dims.seq])?;
+        check_len(what, len, &[dims.n_heads, hd, st])?;
     }
-    check_len("lse", lse.len(), &[dims.n_heads, dims.seq])?;
-    let (hd, s) = (dims.head_dim, dims.seq);
+    check_len("lse", lse.len(), &[dims.n_heads, st])?;
     if hd == 0 || s == 0 {
         return Ok(());
     }
     let scale = 1.0 / (hd as f32).sqrt();
-    let blk = hd * s;
+    let blk = hd * st;
     let rows_per_task = 2 * QB * s;
     dq.par_chunks_mut(g * blk)
         .zip(dk.par_chunks_mut(blk))
@@ -172,44 +186,51 @@ pub fn attention_backward(
         )
         .enumerate()
         .for_each(|(kv, (((dq_grp, dk_g), dv_g), rows))| {
-            let (k_g, v_g) = (&k[kv * blk..(kv + 1) * blk], &v[kv * blk..(kv + 1) * blk]);
             let (p_blk, ds_blk) = rows.split_at_mut(QB * s);
             for (j, dq_h) in dq_grp.chunks_exact_mut(blk).enumerate() {
                 let h = kv * g + j;
-                let span = h * blk..(h + 1) * blk;
-                let (q_h, o_h, do_h) = (&q[span.clone()], &out[span.clone()], &dout[span]);
-                for i0 in (0..s).step_by(QB) {
-                    // A block of queries i0..n over keys 0..n (the causal prefix of its last
-                    // query); entries past a row's own query are zero in P and dS.
-                    let n = (i0 + QB).min(s);
-                    let nb = n - i0;
-                    let (p, ds) = (&mut p_blk[..nb * n], &mut ds_blk[..nb * n]);
-                    for b in 0..nb {
-                        let i = i0 + b;
-                        let prow = &mut p[b * n..(b + 1) * n];
-                        scores(prow, q_h, k_g, hd, s, i, scale);
-                        let l = lse[h * s + i];
-                        let (live, masked) = prow.split_at_mut(i + 1);
-                        live.iter_mut().for_each(|x| *x = exp_f32(*x - l));
-                        masked.fill(0.0);
-                        let d_i: f32 = (0..hd).map(|c| do_h[c * s + i] * o_h[c * s + i]).sum();
-                        let dsrow = &mut ds[b * n..(b + 1) * n];
-                        combine_rows(dsrow, |c| do_h[c * s + i], v_g, hd, s, false);
-                        // dS = P·(dP − D); zero where P is.
-                        dsrow
-                            .iter_mut()
-                            .zip(prow.iter())
-                            .for_each(|(d, &pj)| *d = pj * (*d - d_i));
-                        for c in 0..hd {
-                            dq_h[c * s + i] += scale * dot(dsrow, &k_g[c * s..c * s + n]);
+                for w0 in (0..st).step_by(s) {
+                    // Window `w0 / S`: every row of these views starts at its first column.
+                    let k_g = &k[kv * blk + w0..(kv + 1) * blk];
+                    let v_g = &v[kv * blk + w0..(kv + 1) * blk];
+                    let span = h * blk + w0..(h + 1) * blk;
+                    let (q_h, o_h, do_h) = (&q[span.clone()], &out[span.clone()], &dout[span]);
+                    let (dq_h, dk_g, dv_g) = (&mut dq_h[w0..], &mut dk_g[w0..], &mut dv_g[w0..]);
+                    let lse_h = &lse[h * st + w0..];
+                    for i0 in (0..s).step_by(QB) {
+                        // A block of queries i0..n over keys 0..n (the causal prefix of its
+                        // last query); entries past a row's own query are zero in P and dS.
+                        let n = (i0 + QB).min(s);
+                        let nb = n - i0;
+                        let (p, ds) = (&mut p_blk[..nb * n], &mut ds_blk[..nb * n]);
+                        for b in 0..nb {
+                            let i = i0 + b;
+                            let prow = &mut p[b * n..(b + 1) * n];
+                            scores(prow, q_h, k_g, hd, st, i, scale);
+                            let l = lse_h[i];
+                            let (live, masked) = prow.split_at_mut(i + 1);
+                            live.iter_mut().for_each(|x| *x = exp_f32(*x - l));
+                            masked.fill(0.0);
+                            let d_i: f32 =
+                                (0..hd).map(|c| do_h[c * st + i] * o_h[c * st + i]).sum();
+                            let dsrow = &mut ds[b * n..(b + 1) * n];
+                            combine_rows(dsrow, |c| do_h[c * st + i], v_g, hd, st, false);
+                            // dS = P·(dP − D); zero where P is.
+                            dsrow
+                                .iter_mut()
+                                .zip(prow.iter())
+                                .for_each(|(d, &pj)| *d = pj * (*d - d_i));
+                            for c in 0..hd {
+                                dq_h[c * st + i] += scale * dot(dsrow, &k_g[c * st..c * st + n]);
+                            }
                         }
-                    }
-                    for c in 0..hd {
-                        let keys = c * s..c * s + n;
-                        let dout_c = |b: usize| do_h[c * s + i0 + b];
-                        combine_rows(&mut dv_g[keys.clone()], dout_c, p, nb, n, true);
-                        let q_c = |b: usize| scale * q_h[c * s + i0 + b];
-                        combine_rows(&mut dk_g[keys], q_c, ds, nb, n, true);
+                        for c in 0..hd {
+                            let keys = c * st..c * st + n;
+                            let dout_c = |b: usize| do_h[c * st + i0 + b];
+                            combine_rows(&mut dv_g[keys.clone()], dout_c, p, nb, n, true);
+                            let q_c = |b: usize| scale * q_h[c * st + i0 + b];
+                            combine_rows(&mut dk_g[keys], q_c, ds, nb, n, true);
+                        }
                     }
                 }
             }
@@ -217,9 +238,10 @@ pub fn attention_backward(
     Ok(())
 }
 
-/// `row[j] = scale·Σ_c q[c, i]·k[c, j]` for `j < row.len()` (`q`, `k` are one head `[HD, S]`).
-fn scores(row: &mut [f32], q: &[f32], k: &[f32], hd: usize, s: usize, i: usize, scale: f32) {
-    combine_rows(row, |c| q[c * s + i] * scale, k, hd, s, false);
+/// `row[j] = scale·Σ_c q[c, i]·k[c, j]` for `j < row.len()` (`q`, `k` are one head's `HD`
+/// rows, `st` floats apart).
+fn scores(row: &mut [f32], q: &[f32], k: &[f32], hd: usize, st: usize, i: usize, scale: f32) {
+    combine_rows(row, |c| q[c * st + i] * scale, k, hd, st, false);
 }
 
 /// `out[j] (+)= Σ_c coef(c)·m[c, j]` for `j < out.len()`, `m` holding `rows` rows of stride `s`:

@@ -21,25 +21,39 @@ pub struct RopeTable {
 impl RopeTable {
     /// The table for heads of `head_dim` channels (even), positions `0..seq`, base `theta`.
     pub fn new(head_dim: usize, seq: usize, theta: f32) -> Result<RopeTable, HostError> {
+        RopeTable::windows(head_dim, seq, 1, theta)
+    }
+
+    /// The table for `windows` windows of `seq` positions side by side: column `p` is
+    /// position `p mod seq` (`windows·seq` columns in all).
+    pub fn windows(
+        head_dim: usize,
+        seq: usize,
+        windows: usize,
+        theta: f32,
+    ) -> Result<RopeTable, HostError> {
+        let cols = seq
+            .checked_mul(windows)
+            .ok_or(HostError::Overflow { what: "rope table" })?;
         if !head_dim.is_multiple_of(2) {
             return Err(HostError::HeadDimOdd { head_dim });
         }
         let half = head_dim / 2;
         let n = half
-            .checked_mul(seq)
+            .checked_mul(cols)
             .ok_or(HostError::Overflow { what: "rope table" })?;
         let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for i in 0..half {
             let freq = Self::freq(i, head_dim, theta);
-            for p in 0..seq {
-                let angle = p as f64 * freq;
+            for p in 0..cols {
+                let angle = (p % seq.max(1)) as f64 * freq;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }
         }
         Ok(RopeTable {
             head_dim,
-            seq,
+            seq: cols,
             cos,
             sin,
         })

@@ -454,8 +454,13 @@ impl<'w> Gen<'w> {
         let (cos, sin) = match self.rope {
             Some(cs) => cs,
             None => {
-                let (s, hd) = (self.dims.seq, self.dims.head_dim);
-                let (c, sn) = rope_tables(s, hd, self.opts.rope_theta);
+                let (s, hd, w) = (self.dims.seq, self.dims.head_dim, self.dims.window);
+                // Positions restart every window: the table of one window, repeated.
+                let (c1, s1) = rope_tables(w, hd, self.opts.rope_theta);
+                let (c, sn): (Vec<f32>, Vec<f32>) = (
+                    c1.iter().copied().cycle().take(s * hd).collect(),
+                    s1.iter().copied().cycle().take(s * hd).collect(),
+                );
                 let cv = self.blob("rope_cos", &[1, 1, s, hd], &c)?;
                 let sv = self.blob("rope_sin", &[1, 1, s, hd], &sn)?;
                 self.rope = Some((cv, sv));

@@ -126,8 +126,12 @@ pub struct KernelDims {
     pub n_kv_heads: usize,
     /// Head dim `HD` (even, for RoPE pairs).
     pub head_dim: usize,
-    /// Sequence length `S`.
+    /// Columns of one pass: `B·S` for `B` windows of `S` positions side by side.
     pub seq: usize,
+    /// Positions per window `S` (RoPE restarts at 0 every `window` columns); equals `seq`
+    /// for one window. Kernels with attention inside (`sdpaFwd`, `sdpaBwd1`, `sdpaBwd2`)
+    /// need one window per pass.
+    pub window: usize,
 }
 
 impl KernelDims {
@@ -143,9 +147,16 @@ impl KernelDims {
             ("n_kv_heads", self.n_kv_heads),
             ("head_dim", self.head_dim),
             ("seq", self.seq),
+            ("window", self.window),
         ];
         if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
             return Err(KernelError::Dims(format!("{name} is 0")));
+        }
+        if !self.seq.is_multiple_of(self.window) {
+            return Err(KernelError::Dims(format!(
+                "seq {} is not a whole number of windows of {}",
+                self.seq, self.window
+            )));
         }
         let limit = i32::MAX as usize / 4;
         if let Some((name, v)) = all.iter().find(|(_, v)| *v > limit) {
@@ -425,6 +436,19 @@ impl KernelKind {
         mode: WeightMode,
         weights: Option<&LayerWeights<'_>>,
     ) -> Result<KernelSpec, KernelError> {
+        let attends = matches!(
+            self,
+            KernelKind::SdpaFwd | KernelKind::SdpaBwd1 | KernelKind::SdpaBwd2
+        );
+        if attends && dims.window != dims.seq {
+            return Err(KernelError::Dims(format!(
+                "{} attends over the whole pass: it needs one window per pass (window {} != \
+                 seq {})",
+                self.name(),
+                dims.window,
+                dims.seq
+            )));
+        }
         let g = match self {
             KernelKind::SdpaFwd => sdpa_fwd,
             KernelKind::WoFwd => wo_fwd,
@@ -511,6 +535,7 @@ mod tests {
             n_kv_heads: 2,
             head_dim: 16,
             seq: 32,
+            window: 32,
         }
     }
 
@@ -528,6 +553,10 @@ mod tests {
         assert!(tiny().validate().is_ok());
         let bad = [
             KernelDims { seq: 0, ..tiny() },
+            KernelDims {
+                window: 24,
+                ..tiny()
+            },
             KernelDims {
                 q_dim: 48,
                 ..tiny()

@@ -28,7 +28,8 @@ pub(super) fn layer_backward(
     grads: &mut [f32],
 ) -> Result<AttentionTime> {
     let c = t.cfg;
-    let (d, s, hid, qd, kvd) = (c.dim, c.seq_len, c.hidden_dim, c.q_dim(), c.kv_dim());
+    // Every activation here is `[C, B·S]`: `s` counts the pass's columns.
+    let (d, s, hid, qd, kvd) = (c.dim, t.cols, c.hidden_dim, c.q_dim(), c.kv_dim());
     let (nh, nkv, hd, alpha, eps) = (
         c.n_heads,
         c.n_kv_heads,

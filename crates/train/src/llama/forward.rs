@@ -16,6 +16,8 @@ pub(super) type AttentionTime = std::time::Duration;
 pub(super) struct Trunk<'a> {
     pub cfg: &'a ModelConfig,
     pub set: KernelSet,
+    /// Columns of the pass, `B·S`.
+    pub cols: usize,
     pub ranges: &'a ParamRanges,
     pub params: &'a [f32],
 }
@@ -28,10 +30,11 @@ impl Trunk<'_> {
             n_kv_heads: self.cfg.n_kv_heads,
             head_dim: self.cfg.head_dim,
             seq: self.cfg.seq_len,
+            windows: self.cols / self.cfg.seq_len.max(1),
         }
     }
 
-    /// Embedding, every layer and the final RMSNorm over `inputs` (`S` ids): leaves each
+    /// Embedding, every layer and the final RMSNorm over `inputs` (`B·S` ids): leaves each
     /// layer's saved activations, the last layer's output in `ws.x_last` and the final norm's
     /// in `ws.xf`. Returns the time spent in host attention.
     pub fn run(
@@ -41,7 +44,7 @@ impl Trunk<'_> {
         inputs: &[u32],
     ) -> Result<AttentionTime> {
         let c = self.cfg;
-        let (d, s, v) = (c.dim, c.seq_len, c.vocab_size);
+        let (d, s, v) = (c.dim, self.cols, c.vocab_size);
         let p = self.params;
         let mut attention = AttentionTime::ZERO;
         let n = layers.len();
@@ -83,7 +86,7 @@ impl Trunk<'_> {
         attn_ws: &mut AttentionWorkspace,
     ) -> Result<AttentionTime> {
         let c = self.cfg;
-        let (d, s, eps, alpha) = (c.dim, c.seq_len, c.norm_eps, c.residual_alpha());
+        let (d, s, eps, alpha) = (c.dim, self.cols, c.norm_eps, c.residual_alpha());
         let r = &self.ranges.layers[l];
         let p = self.params;
         host::rmsnorm_forward(&mut sv.xnorm, &sv.x, &p[r.attn_norm.clone()], d, s, eps)?;

@@ -99,6 +99,27 @@ impl Default for StepTimings {
     }
 }
 
+/// How a model is built beyond its config, device, weight mode and parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// The kernel set; `None` picks the device's ([`KernelSet::for_device`]).
+    pub kernel_set: Option<KernelSet>,
+    /// Windows per pass `B` (at least 1): every kernel runs over `[C, B·S]` columns and the
+    /// loss is the mean over all `B·S` positions. More than one needs the cpu kernel set
+    /// (the Neural Engine set's attention kernels see one window).
+    pub batch: usize,
+}
+
+impl Default for ModelOptions {
+    /// The device's kernel set, one window per pass.
+    fn default() -> Self {
+        ModelOptions {
+            kernel_set: None,
+            batch: 1,
+        }
+    }
+}
+
 /// A model on a device; see the module docs.
 #[derive(Debug)]
 pub struct Model {
@@ -106,6 +127,8 @@ pub struct Model {
     device: Arc<dyn Device>,
     mode: WeightMode,
     set: KernelSet,
+    /// Windows per pass `B`.
+    batch: usize,
     opts: KernelOptions,
     dims: KernelDims,
     table: Vec<ParamSpec>,
@@ -147,6 +170,36 @@ impl Model {
         params: Vec<f32>,
         set: KernelSet,
     ) -> Result<Model> {
+        let options = ModelOptions {
+            kernel_set: Some(set),
+            ..ModelOptions::default()
+        };
+        Model::with_options(cfg, device, mode, params, options)
+    }
+
+    /// [`Model::new`] with every option of [`ModelOptions`].
+    pub fn with_options(
+        cfg: ModelConfig,
+        device: Arc<dyn Device>,
+        mode: WeightMode,
+        params: Vec<f32>,
+        options: ModelOptions,
+    ) -> Result<Model> {
+        let set = options
+            .kernel_set
+            .unwrap_or_else(|| KernelSet::for_device(device.capabilities()));
+        let batch = options.batch;
+        if batch == 0 || (batch > 1 && set != KernelSet::Cpu) {
+            return Err(ModelError::Shape(format!(
+                "a batch of {batch} windows per pass: it must be at least 1, and more than 1 \
+                 needs the cpu kernel set (the {} set's attention kernels see one window)",
+                set.name()
+            )));
+        }
+        let cols = cfg
+            .seq_len
+            .checked_mul(batch)
+            .ok_or_else(|| ModelError::Shape(format!("a batch of {batch} windows overflows")))?;
         cfg.validate()?;
         let table = cfg.params();
         let total: usize = table.iter().map(ParamSpec::numel).sum();
@@ -175,16 +228,18 @@ impl Model {
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: cfg.head_dim,
-            seq: cfg.seq_len,
+            seq: cols,
+            window: cfg.seq_len,
         };
-        let rope = RopeTable::new(cfg.head_dim, cfg.seq_len, cfg.rope_theta)?;
-        let ws = Workspace::new(&cfg, set);
+        let rope = RopeTable::windows(cfg.head_dim, cfg.seq_len, batch, cfg.rope_theta)?;
+        let ws = Workspace::new(&cfg, set, batch);
         ane_runtime::cpu::gemm::reserve_scratch();
         let mut m = Model {
             cfg,
             device,
             mode,
             set,
+            batch,
             opts,
             dims,
             table,
@@ -211,6 +266,11 @@ impl Model {
     /// The kernel set the layers run.
     pub fn kernel_set(&self) -> KernelSet {
         self.set
+    }
+
+    /// Windows per pass `B`: [`Model::accumulate_grads`] takes `B` windows at a time.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     /// The parameter table.
@@ -342,7 +402,9 @@ impl Model {
         Ok(())
     }
 
-    /// The mean cross-entropy of predicting `tokens[1..=S]` from `tokens[0..S]`.
+    /// The mean cross-entropy of predicting `tokens[1..=S]` from `tokens[0..S]`: one window
+    /// of `S + 1` tokens, or [`Model::batch`] windows of `S + 1` one after the other (the mean
+    /// over all their positions).
     pub fn loss(&mut self, tokens: &[u32]) -> Result<f32> {
         self.timed(tokens, None)
     }
@@ -367,7 +429,8 @@ impl Model {
         Ok(loss)
     }
 
-    /// The loss of one window of `S + 1` tokens, with its gradient ADDED to `grads`
+    /// The loss of [`Model::batch`] windows of `S + 1` tokens (one after the other), with its
+    /// gradient ADDED to `grads`
     /// ([`Model::params`]`.len()` values) and still multiplied by the loss scale: multiply by
     /// [`Model::grad_scale`] (the optimizer does it in its own pass). Nothing is allocated.
     pub fn accumulate_grads(&mut self, tokens: &[u32], grads: &mut [f32]) -> Result<f32> {
@@ -408,7 +471,7 @@ impl Model {
             let rows = c.compact_vocab() * self.cfg.dim;
             self.ws.head_rows = vec![0.0; rows];
             self.ws.dhead_rows = vec![0.0; rows];
-            self.ws.mapped = vec![0; self.cfg.seq_len];
+            self.ws.mapped = vec![0; self.cfg.seq_len * self.batch];
         }
         self.compaction = compaction;
         Ok(())
@@ -471,8 +534,10 @@ impl Model {
             )));
         }
         self.recompile_if_stale()?;
+        let cols = s * self.batch;
+        // The context in the first window; any other window of the pass holds id 0.
         let mut inputs = context.to_vec();
-        inputs.resize(s, 0);
+        inputs.resize(cols, 0);
         let Model {
             cfg,
             set,
@@ -485,13 +550,14 @@ impl Model {
         let trunk = Trunk {
             cfg,
             set: *set,
+            cols,
             ranges,
             params,
         };
         trunk.run(layers, ws, &inputs)?;
         let w = &params[ranges.head.clone()];
         let xf = &ws.xf;
-        let col: Vec<f32> = (0..d).map(|k| xf[k * s + pos]).collect();
+        let col: Vec<f32> = (0..d).map(|k| xf[k * cols + pos]).collect();
         Ok((0..v)
             .map(|r| {
                 let row = &w[r * d..(r + 1) * d];
@@ -540,23 +606,80 @@ impl Model {
             ws,
             loss_scale,
             compaction,
+            batch,
             ..
         } = self;
-        let (d, s, v) = (cfg.dim, cfg.seq_len, cfg.vocab_size);
-        if tokens.len() != s + 1 {
-            return Err(ModelError::Shape(format!(
-                "a window holds seq_len + 1 = {} tokens, got {}",
-                s + 1,
-                tokens.len()
-            )));
+        let (s, b, dloss) = (cfg.seq_len, *batch, *loss_scale);
+        let cols = s * b;
+        let one = tokens.len() == s + 1;
+        if tokens.len() != b * (s + 1) && !(one && grads.is_none()) {
+            let got = tokens.len();
+            return Err(ModelError::Shape(if b == 1 {
+                format!("a window holds seq_len + 1 = {} tokens, got {got}", s + 1)
+            } else {
+                format!(
+                    "a pass takes {b} windows of seq_len + 1 = {} tokens ({} in all; one \
+                     window for a loss alone), got {got}",
+                    s + 1,
+                    b * (s + 1)
+                )
+            }));
         }
-        let (inputs, targets) = (&tokens[..s], &tokens[1..]);
+        // Window k's inputs and targets go to columns k·S..(k+1)·S; one window given for a
+        // loss fills every window of the pass (the mean is that window's loss).
+        for k in 0..b {
+            let w = if one {
+                tokens
+            } else {
+                &tokens[k * (s + 1)..(k + 1) * (s + 1)]
+            };
+            ws.inputs[k * s..(k + 1) * s].copy_from_slice(&w[..s]);
+            ws.targets[k * s..(k + 1) * s].copy_from_slice(&w[1..]);
+        }
         let trunk = Trunk {
             cfg,
             set: *set,
+            cols,
             ranges,
             params,
         };
+        let inputs = std::mem::take(&mut ws.inputs);
+        let targets = std::mem::take(&mut ws.targets);
+        let out = Model::pass(
+            &trunk,
+            rope,
+            layers,
+            ws,
+            (&inputs, &targets),
+            dloss,
+            compaction,
+            grads,
+        );
+        ws.inputs = inputs;
+        ws.targets = targets;
+        out
+    }
+
+    /// The forward (and backward) of one pass over `inputs`/`targets` (`B·S` ids each).
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
+        trunk: &Trunk<'_>,
+        rope: &RopeTable,
+        layers: &mut [LayerKernels],
+        ws: &mut Workspace,
+        (inputs, targets): (&[u32], &[u32]),
+        dloss: f32,
+        compaction: &Option<host::VocabCompaction>,
+        grads: Option<&mut [f32]>,
+    ) -> Result<(f32, Duration)> {
+        let Trunk {
+            cfg,
+            ranges,
+            params,
+            cols,
+            ..
+        } = *trunk;
+        let (d, v) = (cfg.dim, cfg.vocab_size);
         let mut attention = trunk.run(layers, ws, inputs)?;
         let Workspace {
             saved,
@@ -574,7 +697,6 @@ impl Model {
             ..
         } = ws;
         let head = &params[ranges.head.clone()];
-        let dloss = *loss_scale;
         let Some(grads) = grads else {
             let loss = match compaction.as_ref() {
                 None => host::classifier_loss(None, xf, head, targets, v, d, dloss, loss_ws)?,
@@ -619,12 +741,12 @@ impl Model {
             x_last,
             &params[ranges.final_norm.clone()],
             d,
-            s,
+            cols,
             cfg.norm_eps,
         )?;
         for l in (0..cfg.n_layers).rev() {
             attention += backward::layer_backward(
-                &trunk,
+                trunk,
                 rope,
                 &mut layers[l],
                 l,

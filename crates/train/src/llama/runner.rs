@@ -319,6 +319,7 @@ mod tests {
             n_kv_heads: 2,
             head_dim: 16,
             seq: 32,
+            window: 32,
         };
         let opts = KernelOptions {
             dtype: DType::Fp32,
@@ -413,6 +414,7 @@ mod tests {
             n_kv_heads: 2,
             head_dim: 16,
             seq: 32,
+            window: 32,
         };
         let opts = KernelOptions {
             dtype: DType::Fp32,

@@ -6,7 +6,7 @@ use crate::host::{AttentionDims, AttentionWorkspace, LossWorkspace};
 use crate::kernels::KernelSet;
 use crate::model::ModelConfig;
 
-/// Activations one layer's forward pass saves for its backward pass (channel-first `[C, S]`).
+/// Activations one layer's forward pass saves for its backward pass (channel-first `[C, B·S]`).
 #[derive(Debug)]
 pub(super) struct Saved {
     /// Layer input `[D, S]`.
@@ -91,12 +91,16 @@ pub(super) struct Workspace {
     pub head_rows: Vec<f32>,
     pub dhead_rows: Vec<f32>,
     pub mapped: Vec<u32>,
+    /// The pass's input and target ids `[B·S]` each.
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
 }
 
 impl Workspace {
-    /// Buffers for `cfg` with kernel set `set`.
-    pub fn new(cfg: &ModelConfig, set: KernelSet) -> Workspace {
-        let s = cfg.seq_len;
+    /// Buffers for `cfg` with kernel set `set` and `batch` windows per pass (every activation
+    /// is `[C, batch·S]`).
+    pub fn new(cfg: &ModelConfig, set: KernelSet, batch: usize) -> Workspace {
+        let s = cfg.seq_len * batch;
         let (d, h, qd, kvd) = (
             cfg.dim * s,
             cfg.hidden_dim * s,
@@ -122,7 +126,7 @@ impl Workspace {
                 gate: z(h),
             })
             .collect();
-        let scores = cfg.n_heads * s * s;
+        let scores = cfg.n_heads * s * cfg.seq_len;
         Workspace {
             saved,
             x_last: z(d),
@@ -161,13 +165,16 @@ impl Workspace {
                     n_heads: cfg.n_heads,
                     n_kv_heads: cfg.n_kv_heads,
                     head_dim: cfg.head_dim,
-                    seq: s,
+                    seq: cfg.seq_len,
+                    windows: batch,
                 })
             },
             loss: LossWorkspace::for_dims(cfg.vocab_size, cfg.dim, s),
             head_rows: Vec::new(),
             dhead_rows: Vec::new(),
             mapped: Vec::new(),
+            inputs: vec![0; s],
+            targets: vec![0; s],
         }
     }
 }
