@@ -202,6 +202,10 @@ fn bad_input_is_refused_clearly() {
             "--steps must be at least 1",
         ),
         (
+            vec!["--batch".into(), "0".into()],
+            "--batch must be at least 1",
+        ),
+        (
             vec![
                 "--model".into(),
                 model.clone().into(),
@@ -232,6 +236,50 @@ fn bad_input_is_refused_clearly() {
     let (out, text) = run(&mut train(&d, &args));
     assert!(!out.status.success());
     assert!(text.contains("fewer than one window"), "{text}");
+}
+
+/// `--batch 2` trains two windows per pass on the cpu device, checkpoints the setting and
+/// resumes with it; the Neural Engine kernel set (ane-sim) refuses it before any work.
+#[test]
+fn batch_runs_windows_side_by_side_and_resumes() {
+    let d = tmp("batch");
+    let model = tiny(&d);
+    let args = [
+        "--device",
+        "cpu",
+        "--model",
+        path(&model),
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--sample-tokens",
+        "0",
+    ];
+    let (out, text) = run(&mut train(&d, &args));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 updates of 1 x 2 x 32 tokens"), "{text}");
+    let ckpt = d.join("checkpoint.bin");
+    let header = ane_train::checkpoint::read(&ckpt).unwrap().header;
+    assert_eq!((header.step, header.settings.batch), (2, 2));
+    let resume = [
+        "--resume",
+        path(&ckpt),
+        "--steps",
+        "3",
+        "--sample-tokens",
+        "0",
+    ];
+    let (out, text) = run(&mut train(&d, &resume));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 updates of 1 x 2 x 32 tokens"), "{text}");
+    assert_eq!(checkpoint_step(&ckpt), 3);
+    let sim = tmp("batch-sim");
+    let mut args = args.to_vec();
+    args[1] = "ane-sim";
+    let (out, text) = run(&mut train(&sim, &args));
+    assert!(!out.status.success());
+    assert!(text.contains("needs the cpu kernel set"), "{text}");
 }
 
 /// `ane-train corpus` writes exactly the built-in corpus the trainer uses.

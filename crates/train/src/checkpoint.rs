@@ -96,14 +96,22 @@ pub struct Header {
 pub struct TrainSettings {
     /// Updates in the whole run.
     pub steps: u64,
-    /// Windows per update (gradient accumulation; the gradient is their mean).
+    /// Micro-steps per update (gradient accumulation; the gradient is their mean).
     pub accum: u32,
+    /// Windows per micro-step, run as one `[C, B·S]` pass (1 in checkpoints written before
+    /// the batch dimension existed).
+    #[serde(default = "one_window")]
+    pub batch: u32,
     /// Learning-rate schedule.
     pub schedule: Schedule,
     /// Optimizer settings.
     pub adamw: AdamWConfig,
     /// Seed of the initial parameters and of the window sampler.
     pub seed: u64,
+}
+
+fn one_window() -> u32 {
+    1
 }
 
 /// Identifies the training text, so resuming on different text is caught.

@@ -24,7 +24,7 @@ use ane_runtime::Device;
 use crate::checkpoint::{self, Checkpoint, CheckpointError, CorpusInfo, Header, TrainSettings};
 use crate::data::{DataError, TokenData, WindowSampler};
 use crate::kernels::WeightMode;
-use crate::llama::{Model, ModelError};
+use crate::llama::{Model, ModelError, ModelOptions};
 use crate::optim::AdamW;
 
 /// Errors of training.
@@ -131,6 +131,8 @@ pub struct Trainer {
     totals: Totals,
     /// The update's (mean) gradient.
     grads: Vec<f32>,
+    /// The token windows of one micro-step, side by side.
+    windows: Vec<u32>,
 }
 
 impl Trainer {
@@ -164,7 +166,11 @@ impl Trainer {
                 corpus.sha256
             )));
         }
-        let model = Model::new(h.model, device, mode, ckpt.params)?;
+        let options = ModelOptions {
+            batch: h.settings.batch as usize,
+            ..ModelOptions::default()
+        };
+        let model = Model::with_options(h.model, device, mode, ckpt.params, options)?;
         let opt = AdamW::restore(
             h.settings.adamw,
             model.param_table(),
@@ -188,6 +194,13 @@ impl Trainer {
         corpus: CorpusInfo,
         step: u64,
     ) -> Result<Trainer> {
+        if model.batch() != settings.batch as usize {
+            return Err(TrainError::Settings(format!(
+                "the model runs {} windows per pass, the settings ask for {}",
+                model.batch(),
+                settings.batch
+            )));
+        }
         if settings.accum == 0 {
             return Err(TrainError::Settings(
                 "accumulation must be at least 1".into(),
@@ -206,6 +219,7 @@ impl Trainer {
             checked_data: None,
             totals: Totals::default(),
             grads: Vec::new(),
+            windows: Vec::new(),
         })
     }
 
@@ -234,10 +248,12 @@ impl Trainer {
         // costs page faults and TLB shootdowns comparable to the optimizer itself. Windows
         // add their (loss-scaled) gradients into it; the optimizer pass divides by the loss
         // scale and the window count.
+        let batch = self.settings.batch as usize;
         let Trainer {
             model,
             sampler,
             grads,
+            windows,
             totals,
             ..
         } = self;
@@ -245,8 +261,12 @@ impl Trainer {
         grads.fill(0.0);
         let mut loss_sum = 0.0f64;
         for _ in 0..accum {
-            let window = sampler.next(&data.train, seq)?;
-            let loss = model.accumulate_grads(window, grads)?;
+            // One micro-step: `batch` windows side by side in one pass.
+            windows.clear();
+            for _ in 0..batch {
+                windows.extend_from_slice(sampler.next(&data.train, seq)?);
+            }
+            let loss = model.accumulate_grads(windows, grads)?;
             let t = model.timings();
             totals.device += t.device;
             totals.traffic += t.traffic;
@@ -286,8 +306,9 @@ impl Trainer {
         self.step += 1;
         let elapsed = start.elapsed();
         self.totals.updates += 1;
-        self.totals.windows += u64::from(accum);
-        self.totals.tokens += u64::from(accum) * seq as u64;
+        let windows = u64::from(accum) * u64::from(self.settings.batch);
+        self.totals.windows += windows;
+        self.totals.tokens += windows * seq as u64;
         self.totals.wall += elapsed;
         Ok(StepOutcome::Updated(StepReport {
             step: self.step,

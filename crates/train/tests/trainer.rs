@@ -38,6 +38,7 @@ fn settings(steps: u64, accum: u32) -> TrainSettings {
     TrainSettings {
         steps,
         accum,
+        batch: 1,
         schedule: Schedule {
             lr: 3e-3,
             min_lr: 3e-4,

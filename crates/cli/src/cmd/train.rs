@@ -16,7 +16,7 @@ use ane_runtime::{Device, Fidelity};
 use ane_train::checkpoint::{self, CorpusInfo, TrainSettings};
 use ane_train::data::{corpus, ByteTokenizer, TokenData};
 use ane_train::kernels::WeightMode;
-use ane_train::llama::{init_params, Model};
+use ane_train::llama::{init_params, Model, ModelOptions};
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
 use ane_train::report::EfficiencyReport;
@@ -53,9 +53,13 @@ pub struct TrainArgs {
     /// run (the cosine decay is stretched to the new end, so the learning rate rises again).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Windows per update (gradient accumulation) [default: 1].
+    /// Micro-steps per update (gradient accumulation) [default: 1].
     #[arg(long)]
     pub accum: Option<u32>,
+    /// Windows per micro-step, run side by side as one [C, B·S] pass (needs the cpu kernel
+    /// set, i.e. `--device cpu`) [default: 1]. An update sees accum × batch windows.
+    #[arg(long)]
+    pub batch: Option<u32>,
     /// Peak learning rate; default by model width: 3e-3 up to dim 128, 1e-3 up to 512, else
     /// 3e-4.
     #[arg(long)]
@@ -178,6 +182,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 ("--min-lr", args.min_lr.is_some()),
                 ("--warmup", args.warmup.is_some()),
                 ("--accum", args.accum.is_some()),
+                ("--batch", args.batch.is_some()),
                 ("--weight-decay", args.weight_decay.is_some()),
                 ("--grad-clip", args.grad_clip.is_some()),
                 ("--seed", args.seed.is_some()),
@@ -220,12 +225,12 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             let cfg = model_config(args)?;
             let settings = settings_from(args, &cfg)?;
             let t = Instant::now();
-            let model = Model::new(
-                cfg.clone(),
-                device.clone(),
-                mode,
-                init_params(&cfg, settings.seed),
-            )?;
+            let options = ModelOptions {
+                batch: settings.batch as usize,
+                ..ModelOptions::default()
+            };
+            let params = init_params(&cfg, settings.seed);
+            let model = Model::with_options(cfg.clone(), device.clone(), mode, params, options)?;
             eprintln!(
                 "compiled {} kernels in {:.0} ms",
                 model.compile_count(),
@@ -269,14 +274,15 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         mode.name()
     );
     println!(
-        "  corpus {} ({} bytes: {} training tokens, {} held out); {} updates of {} x {} tokens, \
-         lr {:.1e} -> {:.1e}, from update {}",
+        "  corpus {} ({} bytes: {} training tokens, {} held out); {} updates of {} x {} x {} \
+         tokens, lr {:.1e} -> {:.1e}, from update {}",
         args.corpus,
         text.len(),
         data.train.len(),
         data.eval.len(),
         s.steps,
         s.accum,
+        s.batch,
         cfg.seq_len,
         s.schedule.lr,
         s.schedule.min_lr,
@@ -452,6 +458,7 @@ fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
     let s = TrainSettings {
         steps,
         accum: args.accum.unwrap_or(1),
+        batch: args.batch.unwrap_or(1),
         schedule: Schedule {
             lr,
             min_lr: args.min_lr.unwrap_or(lr / 10.0),
@@ -469,6 +476,9 @@ fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
     s.adamw.validate().map_err(anyhow::Error::msg)?;
     if s.accum == 0 {
         bail!("--accum must be at least 1");
+    }
+    if s.batch == 0 {
+        bail!("--batch must be at least 1");
     }
     Ok(s)
 }
