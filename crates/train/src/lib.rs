@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod formats;
 pub mod host;
 pub mod kernels;
 pub mod llama;
@@ -18,6 +19,7 @@ pub mod optim;
 pub mod report;
 pub mod rng;
 pub mod sample;
+pub mod tokenizer;
 pub mod trainer;
 
 pub use ane_runtime as runtime;
