@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod formats;
+pub mod generate;
 pub mod host;
 pub mod kernels;
 pub mod llama;

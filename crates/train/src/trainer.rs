@@ -23,6 +23,7 @@ use ane_runtime::Device;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, CorpusInfo, Header, TrainSettings};
 use crate::data::{DataError, TokenData, WindowSampler};
+use crate::tokenizer::TextTokenizer;
 use crate::kernels::WeightMode;
 use crate::llama::{Model, ModelError};
 use crate::optim::AdamW;
@@ -125,6 +126,7 @@ pub struct Trainer {
     sampler: WindowSampler,
     settings: TrainSettings,
     corpus: CorpusInfo,
+    tokenizer: TextTokenizer,
     step: u64,
     skipped_in_a_row: u32,
     checked_data: Option<(usize, usize)>,
@@ -179,6 +181,7 @@ impl Trainer {
             .ok_or_else(|| TrainError::Mismatch("invalid sampler state".into()))?;
         let mut t = Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)?;
         t.skipped_in_a_row = h.skipped_in_a_row;
+        t.tokenizer = ckpt.tokenizer;
         Ok(t)
     }
 
@@ -203,6 +206,7 @@ impl Trainer {
             sampler,
             settings,
             corpus,
+            tokenizer: TextTokenizer::Bytes,
             step,
             skipped_in_a_row: 0,
             checked_data: None,
@@ -328,7 +332,18 @@ impl Trainer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let header = self.header();
         let (p, m, v) = (self.model.params(), &self.opt.m, &self.opt.v);
-        Ok(checkpoint::write(path, &header, p, m, v)?)
+        Ok(checkpoint::write(path, &header, p, m, v, &self.tokenizer)?)
+    }
+
+    /// The run with `tokenizer` as the tokenizer its checkpoints carry (default: bytes).
+    pub fn with_tokenizer(mut self, tokenizer: TextTokenizer) -> Trainer {
+        self.tokenizer = tokenizer;
+        self
+    }
+
+    /// The tokenizer the model is trained with.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     /// The checkpoint header of the run as it stands.
@@ -344,6 +359,10 @@ impl Trainer {
             skipped_in_a_row: self.skipped_in_a_row,
             mode: self.model.mode().name().to_string(),
             device: self.model.device().capabilities().kind.name().to_string(),
+            tokenizer_bytes: match &self.tokenizer {
+                TextTokenizer::Bytes => 0,
+                TextTokenizer::Llama2c(t) => t.to_bytes().len() as u64,
+            },
         }
     }
 
