@@ -7,6 +7,11 @@
 //! memory than the file holds; every error names the file and the field.
 
 pub mod llama2c;
+pub mod safetensors;
+pub mod upstream_v4;
+mod weights;
+
+pub use weights::{load_weights, Weights, WeightsSource};
 
 
 
@@ -168,26 +173,6 @@ impl<'a> Cursor<'a> {
     /// A little-endian `f64`.
     pub(crate) fn f64(&mut self, field: &str) -> Result<f64, FormatError> {
         self.array(field).map(f64::from_le_bytes)
-    }
-
-    /// `n` little-endian `f32`s appended to `out` (the length is checked before anything is
-    /// allocated).
-    pub(crate) fn f32s_into(
-        &mut self,
-        out: &mut Vec<f32>,
-        n: usize,
-        field: &str,
-    ) -> Result<(), FormatError> {
-        let bytes = n
-            .checked_mul(4)
-            .ok_or_else(|| self.err(field, format!("{n} floats overflow the address space")))?;
-        let b = self.take(bytes, field)?;
-        out.reserve(n);
-        out.extend(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
-        Ok(())
     }
 
     /// Fails unless every byte was read.

@@ -15,7 +15,8 @@
 //!
 //! llama2.c has `head_dim = dim / n_heads`, RoPE θ = 10000 on interleaved pairs (ours), RMSNorm
 //! eps 1e-5 and no residual scale; a model is imported with those settings and only exported
-//! when it has them.
+//! when it has the first three (a residual scale α is folded into `wo` and `w2`:
+//! `x + α·W·a = x + (αW)·a`).
 
 use std::path::Path;
 
@@ -257,12 +258,6 @@ fn check_exportable(cfg: &ModelConfig) -> Result<(), FormatError> {
             ),
         );
     }
-    if cfg.residual_alpha() != 1.0 {
-        return bad(
-            "residual_scale",
-            format!("{} (llama2.c has no residual scale)", cfg.residual_alpha()),
-        );
-    }
     if cfg.rope_theta != 10_000.0 {
         return bad("rope_theta", format!("{} (run.c uses 10000)", cfg.rope_theta));
     }
@@ -356,8 +351,15 @@ pub fn to_v0_bytes(
         match b {
             Block::Rope => out.extend_from_slice(&rope),
             Block::Global(k) | Block::Layers(k) => {
+                let alpha = cfg.residual_alpha();
                 for spec in table.iter().filter(|s| s.kind == k) {
-                    put_f32s(&mut out, &params[spec.range()]);
+                    let w = &params[spec.range()];
+                    if matches!(k, ParamKind::Wo | ParamKind::W2) && alpha != 1.0 {
+                        let scaled: Vec<f32> = w.iter().map(|v| v * alpha).collect();
+                        put_f32s(&mut out, &scaled);
+                    } else {
+                        put_f32s(&mut out, w);
+                    }
                 }
             }
         }

@@ -183,11 +183,19 @@ fn damaged_files_are_refused_naming_the_field() {
 #[test]
 fn only_llama2c_shaped_models_export() {
     let mut cfg = ModelConfig::preset("tiny").unwrap();
-    let params = vec![0.0; cfg.param_count()];
+    let params = vec![1.0; cfg.param_count()];
     assert!(to_v0_bytes(&cfg, &params, None).is_ok());
+    // A residual scale is folded into wo and w2.
     cfg.residual_scale = Some(0.5);
+    let m = Llama2cModel::from_bytes(&to_v0_bytes(&cfg, &params, None).unwrap(), "m").unwrap();
+    assert_eq!(m.config.residual_scale, None);
+    for spec in m.config.params() {
+        let want = if matches!(spec.kind, ParamKind::Wo | ParamKind::W2) { 0.5 } else { 1.0 };
+        assert!(m.params[spec.range()].iter().all(|&v| v == want), "{}", spec.name);
+    }
+    cfg.rope_theta = 500.0;
     let e = to_v0_bytes(&cfg, &params, None).unwrap_err().to_string();
-    assert!(e.contains("residual_scale"), "{e}");
+    assert!(e.contains("rope_theta"), "{e}");
     let q = ModelConfig::preset("qwen3-0.6b").unwrap();
     let e = to_v0_bytes(&q, &[], None).unwrap_err().to_string();
     assert!(e.contains("head_dim"), "{e}");
