@@ -346,6 +346,14 @@ impl Trainer {
         &self.tokenizer
     }
 
+    /// The run with AdamW moments `m`, `v` and step count `t` taken over (e.g. from a
+    /// maderix/ANE checkpoint), so the optimizer continues where that run stopped.
+    pub fn with_adam_state(mut self, m: Vec<f32>, v: Vec<f32>, t: u64) -> Result<Trainer> {
+        self.opt = AdamW::restore(self.settings.adamw, self.model.param_table(), m, v, t)
+            .ok_or_else(|| TrainError::Mismatch("optimizer moments do not match the model".into()))?;
+        Ok(self)
+    }
+
     /// The checkpoint header of the run as it stands.
     pub fn header(&self) -> Header {
         Header {

@@ -14,7 +14,10 @@ use ane_runtime::budget::{CompileBudget, CompileCounter};
 use ane_runtime::cpu::CpuDevice;
 use ane_runtime::{Device, Fidelity};
 use ane_train::checkpoint::{self, CorpusInfo, TrainSettings};
+use ane_train::data::shards::read_token_files;
 use ane_train::data::{corpus, ByteTokenizer, TokenData};
+use ane_train::formats::{load_weights, WeightsSource};
+use ane_train::tokenizer::{Llama2cTokenizer, TextTokenizer};
 use ane_train::kernels::WeightMode;
 use ane_train::llama::{init_params, Model};
 use ane_train::model::ModelConfig;
@@ -107,6 +110,19 @@ pub struct TrainArgs {
     /// Also write the efficiency report as JSON to this file (default `<out>/report.json`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Train on pretokenized u16 token files (TinyStories shard format; several allowed,
+    /// comma-separated or repeated) instead of --corpus; needs --tokenizer.
+    #[arg(long, value_delimiter = ',', conflicts_with = "corpus")]
+    pub data: Vec<PathBuf>,
+    /// A llama2.c `tokenizer.bin`: tokenizes --corpus, names the ids of --data, and is saved
+    /// in the checkpoint [default: the byte tokenizer, or the --init file's].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Start from the weights in this file (our checkpoint, llama2.c model.bin, safetensors
+    /// directory, or maderix/ANE checkpoint, whose AdamW state is taken over too); the model
+    /// shape comes from the file.
+    #[arg(long, conflicts_with_all = ["model", "resume"])]
+    pub init: Option<PathBuf>,
 }
 
 fn parse_mode(name: &str) -> Result<WeightMode> {
@@ -164,11 +180,37 @@ fn open_device(name: &str, max_compiles: Option<usize>) -> Result<Arc<dyn Device
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let mode = parse_mode(&args.mode)?;
     let device = open_device(&args.device, args.max_compiles)?;
-    let (text, info) = load_corpus(&args.corpus)?;
-    let data = TokenData::from_text(&text, 0.05)?;
-    let resumed = args.resume.as_ref().map(|p| {
-        checkpoint::read(p).with_context(|| format!("reading checkpoint {}", p.display()))
-    });
+    let init = match &args.init {
+        Some(p) => Some(load_weights(p).with_context(|| format!("reading --init {}", p.display()))?),
+        None => None,
+    };
+    let resumed = args
+        .resume
+        .as_ref()
+        .map(|p| checkpoint::read(p).with_context(|| format!("reading checkpoint {}", p.display())))
+        .transpose()?;
+    let tokenizer = match (&args.tokenizer, &init) {
+        _ if resumed.is_some() => {
+            if args.tokenizer.is_some() {
+                bail!("--tokenizer cannot be combined with --resume: the checkpoint carries its tokenizer");
+            }
+            resumed.as_ref().map_or(TextTokenizer::Bytes, |c| c.tokenizer.clone())
+        }
+        (Some(p), _) => TextTokenizer::Llama2c(
+            Llama2cTokenizer::read(p).with_context(|| format!("reading tokenizer {}", p.display()))?,
+        ),
+        (None, Some(w)) if w.tokenizer.is_some() => w.tokenizer.clone().unwrap_or(TextTokenizer::Bytes),
+        _ if !args.data.is_empty() => {
+            bail!("--data needs --tokenizer (the tokenizer its ids come from, saved in the checkpoint)")
+        }
+        _ => TextTokenizer::Bytes,
+    };
+    let (data, info) = if args.data.is_empty() {
+        let (text, info) = load_corpus(&args.corpus)?;
+        (TokenData::from_text_with(&text, 0.05, &tokenizer)?, info)
+    } else {
+        read_token_files(&args.data, 0.05)?
+    };
     let mut trainer = match resumed {
         Some(ckpt) => {
             let given = [
@@ -188,7 +230,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                      in its checkpoint (only --steps may extend it)"
                 );
             }
-            let mut ckpt = ckpt?;
+            let mut ckpt = ckpt;
             let h = &mut ckpt.header;
             match args.steps {
                 Some(n) if n < h.settings.steps => bail!(
@@ -217,21 +259,44 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             Trainer::resume(ckpt, device.clone(), mode, &info)?
         }
         None => {
-            let cfg = model_config(args)?;
+            let cfg = match &init {
+                Some(w) => {
+                    let mut cfg = w.config.clone();
+                    if let Some(s) = args.seq_len {
+                        cfg.seq_len = s;
+                        cfg.validate()
+                            .with_context(|| format!("--seq-len {s} for model {}", cfg.name))?;
+                    }
+                    cfg
+                }
+                None => model_config_for(args, &tokenizer)?,
+            };
+            if tokenizer.vocab_size() > cfg.vocab_size {
+                bail!(
+                    "the tokenizer has {} ids, the model's vocabulary only {}",
+                    tokenizer.vocab_size(),
+                    cfg.vocab_size
+                );
+            }
             let settings = settings_from(args, &cfg)?;
             let t = Instant::now();
-            let model = Model::new(
-                cfg.clone(),
-                device.clone(),
-                mode,
-                init_params(&cfg, settings.seed),
-            )?;
+            let params = match &init {
+                Some(w) => w.params.clone(),
+                None => init_params(&cfg, settings.seed),
+            };
+            let model = Model::new(cfg.clone(), device.clone(), mode, params)?;
             eprintln!(
                 "compiled {} kernels in {:.0} ms",
                 model.compile_count(),
                 t.elapsed().as_secs_f64() * 1e3
             );
-            Trainer::new(model, settings, info)?
+            let t = Trainer::new(model, settings, info.clone())?.with_tokenizer(tokenizer);
+            match init.map(|w| (w.source, w.adam)) {
+                Some((WeightsSource::UpstreamV4, Some((m, v, t_adam)))) => {
+                    t.with_adam_state(m, v, t_adam)?
+                }
+                _ => t,
+            }
         }
     };
     let cfg = trainer.model().config().clone();
@@ -271,8 +336,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     println!(
         "  corpus {} ({} bytes: {} training tokens, {} held out); {} updates of {} x {} tokens, \
          lr {:.1e} -> {:.1e}, from update {}",
-        args.corpus,
-        text.len(),
+        info.name,
+        info.bytes,
         data.train.len(),
         data.eval.len(),
         s.steps,
@@ -395,8 +460,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         json_path.display()
     );
     if args.sample_tokens > 0 && can_run && !interrupted.load(Ordering::SeqCst) {
+        let tok = trainer.tokenizer().clone();
         let text = sample(
             trainer.model_mut(),
+            &tok,
             &args.prompt,
             args.sample_tokens,
             args.temperature,
@@ -431,6 +498,22 @@ fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
             .with_context(|| format!("--seq-len {s} for model {}", cfg.name))?;
     }
     check_vocab(&cfg)?;
+    Ok(cfg)
+}
+
+/// [`model_config`] with the vocabulary set to `tok`'s when it is a `tokenizer.bin`.
+fn model_config_for(args: &TrainArgs, tok: &TextTokenizer) -> Result<ModelConfig> {
+    let mut cfg = model_config(args)?;
+    if let TextTokenizer::Llama2c(t) = tok {
+        if t.vocab_size() != cfg.vocab_size {
+            println!(
+                "  vocabulary {} -> {} (the tokenizer's)",
+                cfg.vocab_size,
+                t.vocab_size()
+            );
+            cfg.vocab_size = t.vocab_size();
+        }
+    }
     Ok(cfg)
 }
 

@@ -66,7 +66,7 @@ impl FormatError {
 }
 
 /// Reads the whole file at `path`.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, FormatError> {
+pub fn read_file(path: &Path) -> Result<Vec<u8>, FormatError> {
     std::fs::read(path).map_err(|source| FormatError::Io {
         path: path.to_path_buf(),
         source,
@@ -75,7 +75,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, FormatError> {
 
 /// Writes `bytes` to `path` through a temporary file beside it, synced, then renamed, so a
 /// crash never leaves a half-written file under the real name.
-pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
     use std::io::Write;
     let io = |source| FormatError::Io {
         path: path.to_path_buf(),

@@ -36,6 +36,8 @@ pub struct Weights {
     pub adam: Option<(Vec<f32>, Vec<f32>, u64)>,
     /// What kind of file it was.
     pub source: WeightsSource,
+    /// A llama2.c version 0 file's RoPE table bytes (so exporting it back is byte-exact).
+    pub llama2c_rope: Option<Vec<u8>>,
     /// The file or directory.
     pub path: PathBuf,
 }
@@ -50,6 +52,7 @@ pub fn load_weights(path: &Path) -> Result<Weights, FormatError> {
         tokenizer: None,
         adam: None,
         source,
+        llama2c_rope: None,
         path: path.to_path_buf(),
     };
     if path.is_dir() {
@@ -76,5 +79,8 @@ pub fn load_weights(path: &Path) -> Result<Weights, FormatError> {
         });
     }
     let m = Llama2cModel::from_bytes(&bytes, &file)?;
-    Ok(weights(m.config, m.params, WeightsSource::Llama2c))
+    Ok(Weights {
+        llama2c_rope: m.rope_tables,
+        ..weights(m.config, m.params, WeightsSource::Llama2c)
+    })
 }
