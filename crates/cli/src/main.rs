@@ -34,6 +34,9 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// Tokenize a text corpus into a u16 token file (BOS before each document).
     Tokenize(cmd::tokenize::TokenizeArgs),
+    /// Tokenizers (train a BPE tokenizer.bin).
+    #[command(subcommand)]
+    Tokenizer(cmd::tokenizer::TokenizerCommand),
     /// Write the built-in training corpus (generated stories) as text.
     Corpus(cmd::corpus::CorpusArgs),
     /// Build a demo kernel (RMSNorm with a baked weight), write its MIL and weight blob, read
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cmd::generate::run(&args),
         Command::Export(args) => cmd::export::run(&args),
         Command::Tokenize(args) => cmd::tokenize::run(&args),
+        Command::Tokenizer(c) => cmd::tokenizer::run(&c),
         Command::Corpus(args) => cmd::corpus::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),

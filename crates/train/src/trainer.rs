@@ -23,10 +23,10 @@ use ane_runtime::Device;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, CorpusInfo, Header, TrainSettings};
 use crate::data::{DataError, TokenData, WindowSampler};
-use crate::tokenizer::TextTokenizer;
 use crate::kernels::WeightMode;
 use crate::llama::{Model, ModelError};
 use crate::optim::AdamW;
+use crate::tokenizer::TextTokenizer;
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]
@@ -350,7 +350,9 @@ impl Trainer {
     /// maderix/ANE checkpoint), so the optimizer continues where that run stopped.
     pub fn with_adam_state(mut self, m: Vec<f32>, v: Vec<f32>, t: u64) -> Result<Trainer> {
         self.opt = AdamW::restore(self.settings.adamw, self.model.param_table(), m, v, t)
-            .ok_or_else(|| TrainError::Mismatch("optimizer moments do not match the model".into()))?;
+            .ok_or_else(|| {
+                TrainError::Mismatch("optimizer moments do not match the model".into())
+            })?;
         Ok(self)
     }
 

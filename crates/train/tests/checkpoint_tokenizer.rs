@@ -54,7 +54,12 @@ fn a_saved_checkpoint_reads_back_with_its_tokenizer() {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(&bytes[..end]);
     bytes[end..].copy_from_slice(&digest);
-    let e = checkpoint::read_from(&bytes[..], bytes.len() as u64).unwrap_err().to_string();
-    assert!(e.contains("tokenizer section") && e.contains("max_token_length"), "{e}");
+    let e = checkpoint::read_from(&bytes[..], bytes.len() as u64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tokenizer section") && e.contains("max_token_length"),
+        "{e}"
+    );
     let _ = std::fs::remove_file(&path);
 }

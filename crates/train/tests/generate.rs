@@ -28,7 +28,9 @@ fn config(extra: &str) -> ModelConfig {
 
 fn params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
-    (0..cfg.param_count()).map(|_| 0.4 * rng.symmetric()).collect()
+    (0..cfg.param_count())
+        .map(|_| 0.4 * rng.symmetric())
+        .collect()
 }
 
 #[test]
@@ -39,14 +41,24 @@ fn cached_logits_equal_the_full_forward_pass() {
         rope_theta: 500.0,
         ..config("")
     };
-    for (extra, seed) in [("residual_scale = 0.5", 3), ("tied_classifier = false", 4), ("", 5)] {
-        let cfg = if seed == 5 { mha.clone() } else { config(extra) };
+    for (extra, seed) in [
+        ("residual_scale = 0.5", 3),
+        ("tied_classifier = false", 4),
+        ("", 5),
+    ] {
+        let cfg = if seed == 5 {
+            mha.clone()
+        } else {
+            config(extra)
+        };
         let p = params(&cfg, seed);
         let dev = ane_runtime::open("cpu").unwrap();
         let mut model = Model::new(cfg.clone(), dev, WeightMode::Params, p.clone()).unwrap();
         let mut dec = Decoder::new(&cfg, &p).unwrap();
         let mut rng = Rng::new(seed);
-        let tokens: Vec<u32> = (0..cfg.seq_len).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+        let tokens: Vec<u32> = (0..cfg.seq_len)
+            .map(|_| rng.below(cfg.vocab_size) as u32)
+            .collect();
         let mut worst = 0.0f32;
         for pos in 0..cfg.seq_len {
             let cached = dec.step(tokens[pos]).unwrap().to_vec();
@@ -57,7 +69,10 @@ fn cached_logits_equal_the_full_forward_pass() {
             }
         }
         assert!(worst < 1e-4, "{extra}: worst relative difference {worst}");
-        assert!(dec.step(0).is_err(), "the cache is full after seq_len positions");
+        assert!(
+            dec.step(0).is_err(),
+            "the cache is full after seq_len positions"
+        );
     }
 }
 
@@ -68,9 +83,13 @@ fn generation_forces_the_prompt_and_streams_greedy_tokens() {
     let mut dec = Decoder::new(&cfg, &p).unwrap();
     let prompt = [1u32, 10, 11, 12];
     let mut streamed = Vec::new();
-    let out = generate(&mut dec, &prompt, 20, &mut Sampler::new(0.0, 0.9, 1), |prev, next| {
-        streamed.push((prev, next))
-    })
+    let out = generate(
+        &mut dec,
+        &prompt,
+        20,
+        &mut Sampler::new(0.0, 0.9, 1),
+        |prev, next| streamed.push((prev, next)),
+    )
     .unwrap();
     assert_eq!(&out[..4], &prompt);
     assert_eq!(streamed.len(), out.len() - 1);
@@ -84,7 +103,10 @@ fn generation_forces_the_prompt_and_streams_greedy_tokens() {
             assert_eq!(pair[1], best);
         }
     }
-    assert!(out.len() <= 21, "20 steps give at most 20 tokens after the first");
+    assert!(
+        out.len() <= 21,
+        "20 steps give at most 20 tokens after the first"
+    );
     let e = generate(&mut dec, &[], 5, &mut Sampler::new(0.0, 0.0, 1), |_, _| {});
     assert!(e.is_err());
 }

@@ -58,7 +58,12 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
             }
             ExportFormat::Safetensors => safetensors::write_dir(out, &w.config, &w.params)?,
         }
-        println!("wrote {} ({:?}, {} parameters)", out.display(), format, w.params.len());
+        println!(
+            "wrote {} ({:?}, {} parameters)",
+            out.display(),
+            format,
+            w.params.len()
+        );
     }
     if let Some(t) = &args.tokenizer_out {
         let tok = resolve_tokenizer(args.tokenizer.as_deref(), &w)?;

@@ -47,7 +47,8 @@ pub struct GenerateArgs {
 pub(crate) fn resolve_tokenizer(given: Option<&Path>, w: &Weights) -> Result<TextTokenizer> {
     let tok = match given {
         Some(p) => TextTokenizer::Llama2c(
-            Llama2cTokenizer::read(p).with_context(|| format!("reading tokenizer {}", p.display()))?,
+            Llama2cTokenizer::read(p)
+                .with_context(|| format!("reading tokenizer {}", p.display()))?,
         ),
         None => match &w.tokenizer {
             Some(t) => t.clone(),
@@ -70,7 +71,10 @@ pub(crate) fn resolve_tokenizer(given: Option<&Path>, w: &Weights) -> Result<Tex
 /// Runs `ane-train generate`.
 pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        bail!("--temperature must be a finite number >= 0, got {}", args.temperature);
+        bail!(
+            "--temperature must be a finite number >= 0, got {}",
+            args.temperature
+        );
     }
     if !(0.0..=1.0).contains(&args.top_p) {
         bail!("--top-p must be in [0, 1], got {}", args.top_p);

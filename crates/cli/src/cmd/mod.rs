@@ -11,4 +11,5 @@ pub mod restart;
 pub mod sample;
 pub mod selftest;
 pub mod tokenize;
+pub mod tokenizer;
 pub mod train;

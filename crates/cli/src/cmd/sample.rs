@@ -72,7 +72,10 @@ pub(crate) fn sample(
         stop: [Some(ByteTokenizer::BOS), Some(ByteTokenizer::EOS)],
         seed,
     };
-    let new = generate(model, &ids, &opts)?;
+    let mut new = generate(model, &ids, &opts)?;
+    if new.last().is_some_and(|t| opts.stop.contains(&Some(*t))) {
+        new.pop();
+    }
     let last = ids.last().copied().unwrap_or(ByteTokenizer::BOS);
     let text = String::from_utf8_lossy(&tok.decode(last, &new)).into_owned();
     Ok(format!("{prompt}{text}"))

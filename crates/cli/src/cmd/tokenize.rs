@@ -50,8 +50,11 @@ pub fn run(args: &TokenizeArgs) -> Result<ExitCode> {
     let text = std::fs::read(&args.corpus)
         .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
     let docs = split_documents(&text);
-    let tmp = args.out.with_extension(format!("tmp{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let tmp = args
+        .out
+        .with_extension(format!("tmp{}", std::process::id()));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let bar = ProgressBar::new(text.len() as u64);
     bar.set_style(

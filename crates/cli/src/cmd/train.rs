@@ -17,12 +17,12 @@ use ane_train::checkpoint::{self, CorpusInfo, TrainSettings};
 use ane_train::data::shards::read_token_files;
 use ane_train::data::{corpus, ByteTokenizer, TokenData};
 use ane_train::formats::{load_weights, WeightsSource};
-use ane_train::tokenizer::{Llama2cTokenizer, TextTokenizer};
 use ane_train::kernels::WeightMode;
 use ane_train::llama::{init_params, Model};
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
 use ane_train::report::EfficiencyReport;
+use ane_train::tokenizer::{Llama2cTokenizer, TextTokenizer};
 use ane_train::trainer::{StepOutcome, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -181,7 +181,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let mode = parse_mode(&args.mode)?;
     let device = open_device(&args.device, args.max_compiles)?;
     let init = match &args.init {
-        Some(p) => Some(load_weights(p).with_context(|| format!("reading --init {}", p.display()))?),
+        Some(p) => {
+            Some(load_weights(p).with_context(|| format!("reading --init {}", p.display()))?)
+        }
         None => None,
     };
     let resumed = args
@@ -194,12 +196,17 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             if args.tokenizer.is_some() {
                 bail!("--tokenizer cannot be combined with --resume: the checkpoint carries its tokenizer");
             }
-            resumed.as_ref().map_or(TextTokenizer::Bytes, |c| c.tokenizer.clone())
+            resumed
+                .as_ref()
+                .map_or(TextTokenizer::Bytes, |c| c.tokenizer.clone())
         }
         (Some(p), _) => TextTokenizer::Llama2c(
-            Llama2cTokenizer::read(p).with_context(|| format!("reading tokenizer {}", p.display()))?,
+            Llama2cTokenizer::read(p)
+                .with_context(|| format!("reading tokenizer {}", p.display()))?,
         ),
-        (None, Some(w)) if w.tokenizer.is_some() => w.tokenizer.clone().unwrap_or(TextTokenizer::Bytes),
+        (None, Some(w)) if w.tokenizer.is_some() => {
+            w.tokenizer.clone().unwrap_or(TextTokenizer::Bytes)
+        }
         _ if !args.data.is_empty() => {
             bail!("--data needs --tokenizer (the tokenizer its ids come from, saved in the checkpoint)")
         }

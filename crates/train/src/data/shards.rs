@@ -66,7 +66,11 @@ pub fn write_ids(w: &mut impl Write, ids: &[u32]) -> Result<(), FormatError> {
     let mut buf = Vec::with_capacity(ids.len() * 2);
     for &id in ids {
         let v = u16::try_from(id).map_err(|_| {
-            FormatError::invalid("tokens", "id", format!("{id} does not fit a u16 token file"))
+            FormatError::invalid(
+                "tokens",
+                "id",
+                format!("{id} does not fit a u16 token file"),
+            )
         })?;
         buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -99,9 +103,14 @@ mod tests {
         assert_eq!(d.eval, vec![1, 60000, 7]);
         assert_eq!(info.bytes, 16);
         std::fs::write(&b, [1u8, 0, 2]).unwrap();
-        let e = read_token_files(&[a.clone(), b.clone()], 0.0).unwrap_err().to_string();
+        let e = read_token_files(&[a.clone(), b.clone()], 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("whole number of u16"), "{e}");
-        assert!(write_token_file(&a, &[70_000]).unwrap_err().to_string().contains("70000"));
+        assert!(write_token_file(&a, &[70_000])
+            .unwrap_err()
+            .to_string()
+            .contains("70000"));
         let _ = (std::fs::remove_file(a), std::fs::remove_file(b));
     }
 }

@@ -13,11 +13,6 @@ mod weights;
 
 pub use weights::{load_weights, Weights, WeightsSource};
 
-
-
-
-
-
 use std::path::{Path, PathBuf};
 
 use crate::model::ConfigError;

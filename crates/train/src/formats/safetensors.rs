@@ -30,7 +30,13 @@ pub const MAX_IMPORT_SEQ: usize = 4096;
 
 /// Permutes the rows of a `[heads·HD, cols]` matrix from our interleaved-pair order to
 /// Hugging Face's half order (`inverse`: back).
-pub fn permute_rope_rows(w: &[f32], heads: usize, hd: usize, cols: usize, inverse: bool) -> Vec<f32> {
+pub fn permute_rope_rows(
+    w: &[f32],
+    heads: usize,
+    hd: usize,
+    cols: usize,
+    inverse: bool,
+) -> Vec<f32> {
     let mut out = vec![0.0; w.len()];
     let half = hd / 2;
     for h in 0..heads {
@@ -38,7 +44,11 @@ pub fn permute_rope_rows(w: &[f32], heads: usize, hd: usize, cols: usize, invers
             for j in 0..2 {
                 let ours = h * hd + 2 * i + j;
                 let theirs = h * hd + j * half + i;
-                let (src, dst) = if inverse { (theirs, ours) } else { (ours, theirs) };
+                let (src, dst) = if inverse {
+                    (theirs, ours)
+                } else {
+                    (ours, theirs)
+                };
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
             }
         }
@@ -83,7 +93,9 @@ pub fn hf_tensors(cfg: &ModelConfig, params: &[f32]) -> Vec<(String, Vec<usize>,
             let data = match spec.kind {
                 ParamKind::Wq => permute_rope_rows(w, cfg.n_heads, cfg.head_dim, cols, false),
                 ParamKind::Wk => permute_rope_rows(w, cfg.n_kv_heads, cfg.head_dim, cols, false),
-                ParamKind::Wo | ParamKind::W2 if alpha != 1.0 => w.iter().map(|v| v * alpha).collect(),
+                ParamKind::Wo | ParamKind::W2 if alpha != 1.0 => {
+                    w.iter().map(|v| v * alpha).collect()
+                }
                 _ => w.to_vec(),
             };
             (spec.hf_name.clone(), spec.shape.clone(), data)
@@ -99,7 +111,11 @@ pub fn write_dir(dir: &Path, cfg: &ModelConfig, params: &[f32]) -> Result<(), Fo
         return Err(FormatError::invalid(
             &file,
             "params",
-            format!("{} values for a model of {}", params.len(), cfg.param_count()),
+            format!(
+                "{} values for a model of {}",
+                params.len(),
+                cfg.param_count()
+            ),
         ));
     }
     std::fs::create_dir_all(dir).map_err(|source| FormatError::Io {
@@ -158,8 +174,14 @@ pub fn config_from_json(text: &str, file: &str) -> Result<ModelConfig, FormatErr
         }
     };
     for (field, ok) in [
-        ("rope_scaling", v.get("rope_scaling").is_none_or(Value::is_null)),
-        ("attention_bias", v.get("attention_bias").is_none_or(|b| b == false)),
+        (
+            "rope_scaling",
+            v.get("rope_scaling").is_none_or(Value::is_null),
+        ),
+        (
+            "attention_bias",
+            v.get("attention_bias").is_none_or(|b| b == false),
+        ),
         ("mlp_bias", v.get("mlp_bias").is_none_or(|b| b == false)),
         (
             "hidden_act",
@@ -206,7 +228,10 @@ pub fn config_from_json(text: &str, file: &str) -> Result<ModelConfig, FormatErr
 fn to_f32(t: &TensorView<'_>, name: &str, file: &str) -> Result<Vec<f32>, FormatError> {
     let d = t.data();
     Ok(match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         Dtype::F16 => d
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -230,7 +255,8 @@ pub fn read_dir(dir: &Path) -> Result<(ModelConfig, Vec<f32>), FormatError> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = read_file(&cfg_path)?;
     let cfg_name = cfg_path.display().to_string();
-    let text = String::from_utf8(text).map_err(|_| FormatError::invalid(&cfg_name, "json", "not UTF-8"))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| FormatError::invalid(&cfg_name, "json", "not UTF-8"))?;
     let cfg = config_from_json(&text, &cfg_name)?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| FormatError::Io {
@@ -248,13 +274,17 @@ pub fn read_dir(dir: &Path) -> Result<(ModelConfig, Vec<f32>), FormatError> {
             "the directory has no safetensors file",
         ));
     }
-    let blobs = files.iter().map(|p| read_file(p)).collect::<Result<Vec<_>, _>>()?;
+    let blobs = files
+        .iter()
+        .map(|p| read_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     let parsed = blobs
         .iter()
         .zip(&names)
         .map(|(b, n)| {
-            SafeTensors::deserialize(b).map_err(|e| FormatError::invalid(n, "header", e.to_string()))
+            SafeTensors::deserialize(b)
+                .map_err(|e| FormatError::invalid(n, "header", e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let params = params_from(&cfg, &parsed, &names)?;
@@ -272,7 +302,9 @@ pub fn params_from(
     let mut index: HashMap<String, (usize, TensorView<'_>)> = HashMap::new();
     for (i, st) in shards.iter().enumerate() {
         for (name, view) in st.tensors() {
-            if name.ends_with("rotary_emb.inv_freq") || (cfg.tied_classifier && name == "lm_head.weight") {
+            if name.ends_with("rotary_emb.inv_freq")
+                || (cfg.tied_classifier && name == "lm_head.weight")
+            {
                 continue;
             }
             if !table.iter().any(|s| s.hf_name == name) {
@@ -283,7 +315,11 @@ pub fn params_from(
                 ));
             }
             if index.insert(name.clone(), (i, view)).is_some() {
-                return Err(FormatError::invalid(&files[i], name, "appears in two files"));
+                return Err(FormatError::invalid(
+                    &files[i],
+                    name,
+                    "appears in two files",
+                ));
             }
         }
     }
@@ -297,14 +333,26 @@ pub fn params_from(
             return Err(FormatError::invalid(
                 &files[*i],
                 spec.hf_name.as_str(),
-                format!("shape {:?}, the config needs {:?}", view.shape(), spec.shape),
+                format!(
+                    "shape {:?}, the config needs {:?}",
+                    view.shape(),
+                    spec.shape
+                ),
             ));
         }
         let w = to_f32(view, &spec.hf_name, &files[*i])?;
         let cols = spec.shape.last().copied().unwrap_or(1);
         match spec.kind {
-            ParamKind::Wq => params.extend(permute_rope_rows(&w, cfg.n_heads, cfg.head_dim, cols, true)),
-            ParamKind::Wk => params.extend(permute_rope_rows(&w, cfg.n_kv_heads, cfg.head_dim, cols, true)),
+            ParamKind::Wq => {
+                params.extend(permute_rope_rows(&w, cfg.n_heads, cfg.head_dim, cols, true))
+            }
+            ParamKind::Wk => params.extend(permute_rope_rows(
+                &w,
+                cfg.n_kv_heads,
+                cfg.head_dim,
+                cols,
+                true,
+            )),
             _ => params.extend(w),
         }
     }

@@ -62,9 +62,8 @@ pub fn load_weights(path: &Path) -> Result<Weights, FormatError> {
     let bytes = read_file(path)?;
     let file = path.display().to_string();
     if bytes.starts_with(checkpoint::MAGIC) {
-        let ck = checkpoint::read_from(&bytes[..], bytes.len() as u64).map_err(|e| {
-            FormatError::invalid(&file, "checkpoint", e.to_string())
-        })?;
+        let ck = checkpoint::read_from(&bytes[..], bytes.len() as u64)
+            .map_err(|e| FormatError::invalid(&file, "checkpoint", e.to_string()))?;
         return Ok(Weights {
             adam: Some((ck.m, ck.v, ck.header.adam_t)),
             tokenizer: Some(ck.tokenizer),

@@ -157,14 +157,18 @@ impl<'a> Decoder<'a> {
         let (d, s, v, hd) = (c.dim, c.seq_len, c.vocab_size, c.head_dim);
         let (qd, kvd, hid) = (c.q_dim(), c.kv_dim(), c.hidden_dim);
         if token as usize >= v {
-            return Err(DecodeError::Token { id: token, vocab: v });
+            return Err(DecodeError::Token {
+                id: token,
+                vocab: v,
+            });
         }
         if self.pos >= s {
             return Err(DecodeError::Full { seq: s });
         }
         let (p, eps, alpha) = (self.pos, c.norm_eps, c.residual_alpha());
         let mut x = self.embed[token as usize * d..][..d].to_vec();
-        let (mut h, mut q, mut k, mut val) = (vec![0.0; d], vec![0.0; qd], vec![0.0; kvd], vec![0.0; kvd]);
+        let (mut h, mut q, mut k, mut val) =
+            (vec![0.0; d], vec![0.0; qd], vec![0.0; kvd], vec![0.0; kvd]);
         let (mut att, mut o) = (vec![0.0; qd], vec![0.0; d]);
         let (mut h1, mut h3) = (vec![0.0; hid], vec![0.0; hid]);
         let mut scores = vec![0.0f32; p + 1];

@@ -37,7 +37,10 @@ impl Sampler {
         let argmax = logits
             .iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |b, (i, &l)| if l > b.1 { (i, l) } else { b })
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &l)| if l > b.1 { (i, l) } else { b },
+            )
             .0 as u32;
         if !(self.temperature.is_finite() && self.temperature > 0.0) || logits.is_empty() {
             return argmax;

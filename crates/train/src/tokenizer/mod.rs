@@ -9,10 +9,10 @@
 
 mod encode;
 mod text;
-
+mod train;
 
 pub use text::TextTokenizer;
-
+pub use train::{train_bpe, TrainError};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -26,7 +26,8 @@ const TEXTS: &[&str] = &[
 /// below llama2.c's merge floor.
 fn test_tokenizer(seed: u64, with_space: bool) -> Llama2cTokenizer {
     let mut rng = Rng::new(seed);
-    let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
+    let mut pieces: Vec<Vec<u8>> =
+        vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
     pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
     let mut scores = vec![0.0f32; pieces.len()];
     let add = |p: Vec<u8>, rng: &mut Rng, scores: &mut Vec<f32>, pieces: &mut Vec<Vec<u8>>| {
@@ -46,7 +47,12 @@ fn test_tokenizer(seed: u64, with_space: bool) -> Llama2cTokenizer {
     for t in TEXTS {
         for c in t.chars() {
             if rng.below(5) != 0 {
-                add(c.to_string().into_bytes(), &mut rng, &mut scores, &mut pieces);
+                add(
+                    c.to_string().into_bytes(),
+                    &mut rng,
+                    &mut scores,
+                    &mut pieces,
+                );
             }
         }
         let spaced = format!(" {t}");
@@ -55,7 +61,12 @@ fn test_tokenizer(seed: u64, with_space: bool) -> Llama2cTokenizer {
             for len in 2..=4 {
                 if i + len <= chars.len() && rng.below(3) == 0 {
                     let end = chars.get(i + len).map_or(spaced.len(), |c| c.0);
-                    add(spaced[chars[i].0..end].as_bytes().to_vec(), &mut rng, &mut scores, &mut pieces);
+                    add(
+                        spaced.as_bytes()[chars[i].0..end].to_vec(),
+                        &mut rng,
+                        &mut scores,
+                        &mut pieces,
+                    );
                 }
             }
         }
@@ -111,7 +122,11 @@ fn encode_matches_the_independent_implementation_on_varied_text() {
         for (k, text) in TEXTS.iter().enumerate() {
             let (bos, eos) = (k % 2 == 0, k % 3 == 0);
             let got = t.encode(text.as_bytes(), bos, eos);
-            assert_eq!(got, naive_encode(&t, text, bos, eos), "seed {seed}, text {text:?}");
+            assert_eq!(
+                got,
+                naive_encode(&t, text, bos, eos),
+                "seed {seed}, text {text:?}"
+            );
             assert!(got.iter().all(|&id| (id as usize) < t.vocab_size()));
         }
     }
@@ -145,7 +160,10 @@ fn invalid_utf8_and_nul_follow_the_c_rules() {
     let ids = t.encode(b"\xf0\x9f\x99\x82\x80\0ignored", false, false);
     assert_eq!(ids, vec![35, 259, 0x80 + 3]);
     // A character not in the vocabulary falls back to its bytes.
-    assert_eq!(t.encode("é".as_bytes(), false, false), vec![35, 0xc3 + 3, 0xa9 + 3]);
+    assert_eq!(
+        t.encode("é".as_bytes(), false, false),
+        vec![35, 0xc3 + 3, 0xa9 + 3]
+    );
     assert_eq!(t.encode(b"\0abc", true, true), vec![BOS, EOS]);
 }
 
@@ -157,20 +175,28 @@ fn files_round_trip_byte_exact_and_bad_files_are_refused() {
     assert_eq!(back, t);
     assert_eq!(back.to_bytes(), bytes);
     for cut in [0, 3, 4, 7, 11, bytes.len() - 1] {
-        let e = Llama2cTokenizer::from_bytes(&bytes[..cut], "t.bin").unwrap_err().to_string();
+        let e = Llama2cTokenizer::from_bytes(&bytes[..cut], "t.bin")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.bin: `"), "{e}");
     }
     let mut long = bytes.clone();
     long[4 + 4..4 + 8].copy_from_slice(&i32::MAX.to_le_bytes());
-    let e = Llama2cTokenizer::from_bytes(&long, "t.bin").unwrap_err().to_string();
+    let e = Llama2cTokenizer::from_bytes(&long, "t.bin")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("pieces[0].len"), "{e}");
     let mut neg = bytes.clone();
     neg[..4].copy_from_slice(&(-1i32).to_le_bytes());
-    let e = Llama2cTokenizer::from_bytes(&neg, "t.bin").unwrap_err().to_string();
+    let e = Llama2cTokenizer::from_bytes(&neg, "t.bin")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("max_token_length"), "{e}");
     let small = TextTokenizer::Bytes.to_bytes();
     let few = &small[..small.len() - 14];
-    let e = Llama2cTokenizer::from_bytes(few, "t.bin").unwrap_err().to_string();
+    let e = Llama2cTokenizer::from_bytes(few, "t.bin")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("vocab_size"), "{e}");
 }
 
@@ -181,5 +207,8 @@ fn the_byte_tokenizer_as_tokenizer_bin_decodes_every_byte() {
     let all: Vec<u32> = (3..259).collect();
     assert_eq!(t.decode(&all, false), (0..=255u8).collect::<Vec<u8>>());
     // Every printable character is its own piece; nothing merges.
-    assert_eq!(t.encode(b"hi!", false, false), vec![35, 3 + 104, 3 + 105, 3 + 33]);
+    assert_eq!(
+        t.encode(b"hi!", false, false),
+        vec![35, 3 + 104, 3 + 105, 3 + 33]
+    );
 }

@@ -160,7 +160,9 @@ impl Llama2cModel {
         if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(c.err(
                 "n_heads",
-                format!("{heads} does not divide dim {dim} (llama2.c's head size is dim / n_heads)"),
+                format!(
+                    "{heads} does not divide dim {dim} (llama2.c's head size is dim / n_heads)"
+                ),
             ));
         }
         let config = ModelConfig {
@@ -185,11 +187,19 @@ impl Llama2cModel {
         let order = blocks(version, shared);
         // The whole size is known from the header: check it before allocating anything.
         let floats = config.param_count() as u128
-            + if version == Llama2cVersion::V0 { 2 * rope_floats(&config) as u128 } else { 0 };
+            + if version == Llama2cVersion::V0 {
+                2 * rope_floats(&config) as u128
+            } else {
+                0
+            };
         let need = floats * 4;
         let have = c.remaining() as u128;
         if need != have {
-            let what = if need > have { "truncated" } else { "oversized" };
+            let what = if need > have {
+                "truncated"
+            } else {
+                "oversized"
+            };
             return Err(c.err(
                 "file size",
                 format!(
@@ -259,7 +269,10 @@ fn check_exportable(cfg: &ModelConfig) -> Result<(), FormatError> {
         );
     }
     if cfg.rope_theta != 10_000.0 {
-        return bad("rope_theta", format!("{} (run.c uses 10000)", cfg.rope_theta));
+        return bad(
+            "rope_theta",
+            format!("{} (run.c uses 10000)", cfg.rope_theta),
+        );
     }
     if cfg.norm_eps != 1e-5 {
         return bad("norm_eps", format!("{} (run.c uses 1e-5)", cfg.norm_eps));
@@ -314,7 +327,11 @@ pub fn to_v0_bytes(
         return Err(FormatError::invalid(
             "model.bin",
             "params",
-            format!("{} values for a model of {}", params.len(), cfg.param_count()),
+            format!(
+                "{} values for a model of {}",
+                params.len(),
+                cfg.param_count()
+            ),
         ));
     }
     let rope = match rope_tables {
@@ -323,7 +340,11 @@ pub fn to_v0_bytes(
             return Err(FormatError::invalid(
                 "model.bin",
                 "rope tables",
-                format!("{} bytes, the shape needs {}", r.len(), 8 * rope_floats(cfg)),
+                format!(
+                    "{} bytes, the shape needs {}",
+                    r.len(),
+                    8 * rope_floats(cfg)
+                ),
             ))
         }
         None => rope_table_bytes(cfg),

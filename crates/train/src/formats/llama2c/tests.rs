@@ -29,7 +29,17 @@ struct Tensors {
 
 /// Per layer, in llama2.c's kind order: attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3.
 fn tensors() -> Tensors {
-    let sizes = [D, D * D, KV * D, KV * D, D * D, D, HID * D, D * HID, HID * D];
+    let sizes = [
+        D,
+        D * D,
+        KV * D,
+        KV * D,
+        D * D,
+        D,
+        HID * D,
+        D * HID,
+        HID * D,
+    ];
     Tensors {
         embed: tensor(20, 0, V * D),
         per_layer: (0..L)
@@ -47,7 +57,9 @@ fn put(out: &mut Vec<u8>, x: &[f32]) {
 }
 
 fn header(out: &mut Vec<u8>, vocab: i32) {
-    for v in [D as i32, HID as i32, L as i32, NH as i32, NKV as i32, vocab, S as i32] {
+    for v in [
+        D as i32, HID as i32, L as i32, NH as i32, NKV as i32, vocab, S as i32,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
 }
@@ -99,7 +111,10 @@ fn check_tensors(m: &Llama2cModel, t: &Tensors, tied: bool) {
     let cfg = &m.config;
     assert_eq!((cfg.dim, cfg.hidden_dim, cfg.n_layers), (D, HID, L));
     assert_eq!((cfg.n_heads, cfg.n_kv_heads, cfg.head_dim), (NH, NKV, HD));
-    assert_eq!((cfg.vocab_size, cfg.seq_len, cfg.tied_classifier), (V, S, tied));
+    assert_eq!(
+        (cfg.vocab_size, cfg.seq_len, cfg.tied_classifier),
+        (V, S, tied)
+    );
     for spec in cfg.params() {
         let want: &[f32] = match (spec.kind, spec.layer) {
             (ParamKind::Embed, _) => &t.embed,
@@ -156,7 +171,11 @@ fn version_1_reads_tensor_by_tensor_and_exports_as_version_0() {
 fn damaged_files_are_refused_naming_the_field() {
     let t = tensors();
     let file = write_v0(&t, false);
-    let err = |b: &[u8]| Llama2cModel::from_bytes(b, "m.bin").unwrap_err().to_string();
+    let err = |b: &[u8]| {
+        Llama2cModel::from_bytes(b, "m.bin")
+            .unwrap_err()
+            .to_string()
+    };
     for cut in [0, 2, 27, 28, 29, file.len() - 1] {
         let e = err(&file[..cut]);
         assert!(e.starts_with("m.bin: "), "{e}");
@@ -190,8 +209,16 @@ fn only_llama2c_shaped_models_export() {
     let m = Llama2cModel::from_bytes(&to_v0_bytes(&cfg, &params, None).unwrap(), "m").unwrap();
     assert_eq!(m.config.residual_scale, None);
     for spec in m.config.params() {
-        let want = if matches!(spec.kind, ParamKind::Wo | ParamKind::W2) { 0.5 } else { 1.0 };
-        assert!(m.params[spec.range()].iter().all(|&v| v == want), "{}", spec.name);
+        let want = if matches!(spec.kind, ParamKind::Wo | ParamKind::W2) {
+            0.5
+        } else {
+            1.0
+        };
+        assert!(
+            m.params[spec.range()].iter().all(|&v| v == want),
+            "{}",
+            spec.name
+        );
     }
     cfg.rope_theta = 500.0;
     let e = to_v0_bytes(&cfg, &params, None).unwrap_err().to_string();

@@ -78,9 +78,16 @@ impl UpstreamCheckpoint {
         let step = c.i32("step")?;
         let total = c.i32("total_steps")?;
         let mut n = [0usize; 6];
-        for (i, f) in ["n_layers", "vocab_size", "dim", "hidden_dim", "n_heads", "seq_len"]
-            .iter()
-            .enumerate()
+        for (i, f) in [
+            "n_layers",
+            "vocab_size",
+            "dim",
+            "hidden_dim",
+            "n_heads",
+            "seq_len",
+        ]
+        .iter()
+        .enumerate()
         {
             let v = c.i32(f)?;
             n[i] = count(&c, v, f)?;
@@ -128,7 +135,11 @@ impl UpstreamCheckpoint {
         })?;
         let need = 3 * config.param_count() as u128 * 4;
         if need != c.remaining() as u128 {
-            let what = if need > c.remaining() as u128 { "truncated" } else { "oversized" };
+            let what = if need > c.remaining() as u128 {
+                "truncated"
+            } else {
+                "oversized"
+            };
             return Err(c.err(
                 "file size",
                 format!(
@@ -140,7 +151,8 @@ impl UpstreamCheckpoint {
         }
         let table = config.params();
         let total_n = config.param_count();
-        let (mut params, mut m, mut v) = (vec![0.0; total_n], vec![0.0; total_n], vec![0.0; total_n]);
+        let (mut params, mut m, mut v) =
+            (vec![0.0; total_n], vec![0.0; total_n], vec![0.0; total_n]);
         let read = |c: &mut Cursor<'_>, dst: &mut [f32], field: &str| -> Result<(), FormatError> {
             let raw = c.take(dst.len() * 4, field)?;
             for (d, s) in dst.iter_mut().zip(raw.chunks_exact(4)) {
@@ -157,7 +169,11 @@ impl UpstreamCheckpoint {
         };
         for l in 0..layers {
             for k in LAYER_ORDER {
-                read(&mut c, &mut params[range(k, Some(l))], &format!("layers[{l}].{k:?}"))?;
+                read(
+                    &mut c,
+                    &mut params[range(k, Some(l))],
+                    &format!("layers[{l}].{k:?}"),
+                )?;
             }
             for k in LAYER_ORDER {
                 let r = range(k, Some(l));
