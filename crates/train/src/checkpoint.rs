@@ -22,7 +22,7 @@
 //! before anything is used.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -178,34 +178,10 @@ pub fn write(
         path: path.to_path_buf(),
         source,
     };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let buffered = write_to(
-            BufWriter::with_capacity(1 << 20, file),
-            header,
-            params,
-            m,
-            v,
-            tokenizer,
-        )?;
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable; not every platform can open a directory.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    crate::atomic::write_atomic(path, |w| {
+        write_to(w, header, params, m, v, tokenizer).map(|_| ())
+    })
+    .map_err(io)
 }
 
 /// Writes the checkpoint bytes to `w` (no length checks; see [`write`]) and returns `w`.

@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod data;
 pub mod formats;

@@ -13,3 +13,4 @@ pub mod selftest;
 pub mod tokenize;
 pub mod tokenizer;
 pub mod train;
+pub mod train_inputs;

@@ -13,16 +13,13 @@ use std::time::Instant;
 use ane_runtime::budget::{CompileBudget, CompileCounter};
 use ane_runtime::cpu::CpuDevice;
 use ane_runtime::{Device, Fidelity};
-use ane_train::checkpoint::{self, CorpusInfo, TrainSettings};
-use ane_train::data::shards::read_token_files;
-use ane_train::data::{corpus, ByteTokenizer, TokenData};
-use ane_train::formats::{load_weights, WeightsSource};
+use ane_train::checkpoint::{CorpusInfo, TrainSettings};
+use ane_train::data::{corpus, ByteTokenizer};
 use ane_train::kernels::WeightMode;
-use ane_train::llama::{init_params, Model};
+use ane_train::llama::Model;
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
 use ane_train::report::EfficiencyReport;
-use ane_train::tokenizer::{Llama2cTokenizer, TextTokenizer};
 use ane_train::trainer::{StepOutcome, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -30,6 +27,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::restart::{interrupt_flag, restart, ENV_RESTARTS};
 use super::sample::{check_sample_args, sample};
+use super::train_inputs::{initial_params, inputs, new_model_config, start, Inputs};
 
 /// Arguments of `ane-train train`.
 #[derive(Debug, Args)]
@@ -139,7 +137,7 @@ fn load_config(name: &str) -> Result<ModelConfig> {
 }
 
 /// The corpus text and its description.
-fn load_corpus(name: &str) -> Result<(Vec<u8>, CorpusInfo)> {
+pub(crate) fn load_corpus(name: &str) -> Result<(Vec<u8>, CorpusInfo)> {
     let text = if name == "builtin" {
         corpus::builtin().into_bytes()
     } else {
@@ -180,44 +178,13 @@ fn open_device(name: &str, max_compiles: Option<usize>) -> Result<Arc<dyn Device
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let mode = parse_mode(&args.mode)?;
     let device = open_device(&args.device, args.max_compiles)?;
-    let init = match &args.init {
-        Some(p) => {
-            Some(load_weights(p).with_context(|| format!("reading --init {}", p.display()))?)
-        }
-        None => None,
-    };
-    let resumed = args
-        .resume
-        .as_ref()
-        .map(|p| checkpoint::read(p).with_context(|| format!("reading checkpoint {}", p.display())))
-        .transpose()?;
-    let tokenizer = match (&args.tokenizer, &init) {
-        _ if resumed.is_some() => {
-            if args.tokenizer.is_some() {
-                bail!("--tokenizer cannot be combined with --resume: the checkpoint carries its tokenizer");
-            }
-            resumed
-                .as_ref()
-                .map_or(TextTokenizer::Bytes, |c| c.tokenizer.clone())
-        }
-        (Some(p), _) => TextTokenizer::Llama2c(
-            Llama2cTokenizer::read(p)
-                .with_context(|| format!("reading tokenizer {}", p.display()))?,
-        ),
-        (None, Some(w)) if w.tokenizer.is_some() => {
-            w.tokenizer.clone().unwrap_or(TextTokenizer::Bytes)
-        }
-        _ if !args.data.is_empty() => {
-            bail!("--data needs --tokenizer (the tokenizer its ids come from, saved in the checkpoint)")
-        }
-        _ => TextTokenizer::Bytes,
-    };
-    let (data, info) = if args.data.is_empty() {
-        let (text, info) = load_corpus(&args.corpus)?;
-        (TokenData::from_text_with(&text, 0.05, &tokenizer)?, info)
-    } else {
-        read_token_files(&args.data, 0.05)?
-    };
+    let Inputs {
+        init,
+        resumed,
+        tokenizer,
+        data,
+        info,
+    } = inputs(args)?;
     let mut trainer = match resumed {
         Some(ckpt) => {
             let given = [
@@ -266,44 +233,21 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             Trainer::resume(ckpt, device.clone(), mode, &info)?
         }
         None => {
-            let cfg = match &init {
-                Some(w) => {
-                    let mut cfg = w.config.clone();
-                    if let Some(s) = args.seq_len {
-                        cfg.seq_len = s;
-                        cfg.validate()
-                            .with_context(|| format!("--seq-len {s} for model {}", cfg.name))?;
-                    }
-                    cfg
-                }
-                None => model_config_for(args, &tokenizer)?,
-            };
-            if tokenizer.vocab_size() > cfg.vocab_size {
-                bail!(
-                    "the tokenizer has {} ids, the model's vocabulary only {}",
-                    tokenizer.vocab_size(),
-                    cfg.vocab_size
-                );
-            }
+            let cfg = new_model_config(args, init.as_ref(), &tokenizer)?;
             let settings = settings_from(args, &cfg)?;
             let t = Instant::now();
-            let params = match &init {
-                Some(w) => w.params.clone(),
-                None => init_params(&cfg, settings.seed),
-            };
+            let params = initial_params(init.as_ref(), &cfg, settings.seed);
             let model = Model::new(cfg.clone(), device.clone(), mode, params)?;
             eprintln!(
                 "compiled {} kernels in {:.0} ms",
                 model.compile_count(),
                 t.elapsed().as_secs_f64() * 1e3
             );
-            let t = Trainer::new(model, settings, info.clone())?.with_tokenizer(tokenizer);
-            match init.map(|w| (w.source, w.adam)) {
-                Some((WeightsSource::UpstreamV4, Some((m, v, t_adam)))) => {
-                    t.with_adam_state(m, v, t_adam)?
-                }
-                _ => t,
-            }
+            start(
+                Trainer::new(model, settings, info.clone())?,
+                init,
+                tokenizer,
+            )?
         }
     };
     let cfg = trainer.model().config().clone();
@@ -497,7 +441,7 @@ fn can_evaluate(model: &Model) -> bool {
 const DEFAULT_MODEL: &str = "tiny";
 
 /// The model of a new run: `--model` (default: [`DEFAULT_MODEL`]), `--seq-len` applied.
-fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
+pub(crate) fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
     let mut cfg = load_config(args.model.as_deref().unwrap_or(DEFAULT_MODEL))?;
     if let Some(s) = args.seq_len {
         cfg.seq_len = s;
@@ -505,22 +449,6 @@ fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
             .with_context(|| format!("--seq-len {s} for model {}", cfg.name))?;
     }
     check_vocab(&cfg)?;
-    Ok(cfg)
-}
-
-/// [`model_config`] with the vocabulary set to `tok`'s when it is a `tokenizer.bin`.
-fn model_config_for(args: &TrainArgs, tok: &TextTokenizer) -> Result<ModelConfig> {
-    let mut cfg = model_config(args)?;
-    if let TextTokenizer::Llama2c(t) = tok {
-        if t.vocab_size() != cfg.vocab_size {
-            println!(
-                "  vocabulary {} -> {} (the tokenizer's)",
-                cfg.vocab_size,
-                t.vocab_size()
-            );
-            cfg.vocab_size = t.vocab_size();
-        }
-    }
     Ok(cfg)
 }
 

@@ -72,23 +72,10 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, FormatError> {
 /// crash never leaves a half-written file under the real name.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
     use std::io::Write;
-    let io = |source| FormatError::Io {
+    crate::atomic::write_atomic(path, |w| w.write_all(bytes)).map_err(|source| FormatError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    })
 }
 
 /// A bounds-checked little-endian reader over a file's bytes. Every read names its field, so
@@ -168,6 +155,20 @@ impl<'a> Cursor<'a> {
     /// A little-endian `f64`.
     pub(crate) fn f64(&mut self, field: &str) -> Result<f64, FormatError> {
         self.array(field).map(f64::from_le_bytes)
+    }
+
+    /// Fills `dst` with the next `dst.len()` little-endian `f32`s (the length is checked
+    /// against the bytes left first).
+    pub(crate) fn f32s_to(&mut self, dst: &mut [f32], field: &str) -> Result<(), FormatError> {
+        let bytes = dst
+            .len()
+            .checked_mul(4)
+            .ok_or_else(|| self.err(field, "too many floats"))?;
+        let raw = self.take(bytes, field)?;
+        for (d, s) in dst.iter_mut().zip(raw.chunks_exact(4)) {
+            *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        }
+        Ok(())
     }
 
     /// Fails unless every byte was read.

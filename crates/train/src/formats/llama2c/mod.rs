@@ -221,10 +221,7 @@ impl Llama2cModel {
                 }
                 Block::Global(k) | Block::Layers(k) => {
                     for spec in table.iter().filter(|s| s.kind == k) {
-                        let raw = c.take(spec.numel() * 4, &field)?;
-                        for (dst, src) in params[spec.range()].iter_mut().zip(raw.chunks_exact(4)) {
-                            *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-                        }
+                        c.f32s_to(&mut params[spec.range()], &field)?;
                     }
                 }
             }

@@ -153,13 +153,6 @@ impl UpstreamCheckpoint {
         let total_n = config.param_count();
         let (mut params, mut m, mut v) =
             (vec![0.0; total_n], vec![0.0; total_n], vec![0.0; total_n]);
-        let read = |c: &mut Cursor<'_>, dst: &mut [f32], field: &str| -> Result<(), FormatError> {
-            let raw = c.take(dst.len() * 4, field)?;
-            for (d, s) in dst.iter_mut().zip(raw.chunks_exact(4)) {
-                *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-            }
-            Ok(())
-        };
         let range = |kind: ParamKind, layer: Option<usize>| {
             table
                 .iter()
@@ -169,23 +162,22 @@ impl UpstreamCheckpoint {
         };
         for l in 0..layers {
             for k in LAYER_ORDER {
-                read(
-                    &mut c,
+                c.f32s_to(
                     &mut params[range(k, Some(l))],
                     &format!("layers[{l}].{k:?}"),
                 )?;
             }
             for k in LAYER_ORDER {
                 let r = range(k, Some(l));
-                read(&mut c, &mut m[r.clone()], &format!("layers[{l}].{k:?}.m"))?;
-                read(&mut c, &mut v[r], &format!("layers[{l}].{k:?}.v"))?;
+                c.f32s_to(&mut m[r.clone()], &format!("layers[{l}].{k:?}.m"))?;
+                c.f32s_to(&mut v[r], &format!("layers[{l}].{k:?}.v"))?;
             }
         }
         for k in [ParamKind::FinalNorm, ParamKind::Embed] {
             let r = range(k, None);
-            read(&mut c, &mut params[r.clone()], &format!("{k:?}"))?;
-            read(&mut c, &mut m[r.clone()], &format!("{k:?}.m"))?;
-            read(&mut c, &mut v[r], &format!("{k:?}.v"))?;
+            c.f32s_to(&mut params[r.clone()], &format!("{k:?}"))?;
+            c.f32s_to(&mut m[r.clone()], &format!("{k:?}.m"))?;
+            c.f32s_to(&mut v[r], &format!("{k:?}.v"))?;
         }
         c.finish("embed.v")?;
         for buf in [&mut params, &mut m, &mut v] {
