@@ -176,6 +176,7 @@ fn exported_tensors_run_as_hugging_face_llama_and_import_back() {
         let hf_cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(hf_cfg["architectures"][0], "LlamaForCausalLM");
+        assert_eq!(hf_cfg["rms_norm_eps"].as_f64(), Some(1e-5));
         let st = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(
             st.tensor("model.layers.1.self_attn.k_proj.weight")
@@ -194,6 +195,10 @@ fn exported_tensors_run_as_hugging_face_llama_and_import_back() {
         let mut ours = Decoder::new(&cfg, &params).unwrap();
         let (icfg, iparams) = read_dir(&dir).unwrap();
         assert_eq!(icfg.residual_scale, None);
+        assert_eq!(
+            (icfg.norm_eps, icfg.rope_theta),
+            (cfg.norm_eps, cfg.rope_theta)
+        );
         assert_eq!(
             (
                 icfg.dim,

@@ -58,6 +58,9 @@ pub fn permute_rope_rows(
 
 /// The `config.json` of `cfg` for `transformers`' `LlamaForCausalLM`.
 pub fn hf_config(cfg: &ModelConfig) -> Value {
+    // The shortest decimal of the f32 (1e-5, not 9.999999747378752e-6), which reads back
+    // as the same f32.
+    let decimal = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
     json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -69,8 +72,8 @@ pub fn hf_config(cfg: &ModelConfig) -> Value {
         "head_dim": cfg.head_dim,
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.seq_len,
-        "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": decimal(cfg.norm_eps),
+        "rope_theta": decimal(cfg.rope_theta),
         "rope_scaling": null,
         "tie_word_embeddings": cfg.tied_classifier,
         "hidden_act": "silu",
