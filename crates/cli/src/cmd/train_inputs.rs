@@ -60,6 +60,14 @@ pub(crate) fn inputs(args: &TrainArgs) -> Result<Inputs> {
                 tokenizer: Some(t), ..
             }),
         ) => t.clone(),
+        (None, None, Some(w)) if args.data.is_empty() => {
+            println!(
+                "  note: {} carries no tokenizer; training on the text with the byte tokenizer \
+                 (give --tokenizer for the one the model was trained with)",
+                w.path.display()
+            );
+            TextTokenizer::Bytes
+        }
         _ if !args.data.is_empty() => bail!(
             "--data needs --tokenizer (the tokenizer its ids come from, saved in the checkpoint)"
         ),
