@@ -171,6 +171,28 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    /// Checks, before anything is allocated, that exactly `need` bytes (of `what`, as the
+    /// header's shape says) are left; the error is field `file size`, truncated or oversized.
+    pub(crate) fn expect_remaining(&self, need: u128, what: &str) -> Result<(), FormatError> {
+        let have = self.remaining() as u128;
+        if need == have {
+            return Ok(());
+        }
+        let kind = if need > have {
+            "truncated"
+        } else {
+            "oversized"
+        };
+        Err(self.err(
+            "file size",
+            format!(
+                "{kind}: the header's shape needs {need} bytes of {what} after the {}-byte \
+                 header, the file has {have}",
+                self.pos
+            ),
+        ))
+    }
+
     /// Fails unless every byte was read.
     pub(crate) fn finish(&self, after: &str) -> Result<(), FormatError> {
         if self.remaining() == 0 {

@@ -192,23 +192,7 @@ impl Llama2cModel {
             } else {
                 0
             };
-        let need = floats * 4;
-        let have = c.remaining() as u128;
-        if need != have {
-            let what = if need > have {
-                "truncated"
-            } else {
-                "oversized"
-            };
-            return Err(c.err(
-                "file size",
-                format!(
-                    "{what}: the header's shape needs {need} bytes of weights after the \
-                     {}-byte header, the file has {have}",
-                    c.pos()
-                ),
-            ));
-        }
+        c.expect_remaining(floats * 4, "weights")?;
         let table = config.params();
         let mut params = vec![0.0f32; config.param_count()];
         let mut rope_tables = None;

@@ -133,22 +133,7 @@ impl UpstreamCheckpoint {
             file: file.to_string(),
             source,
         })?;
-        let need = 3 * config.param_count() as u128 * 4;
-        if need != c.remaining() as u128 {
-            let what = if need > c.remaining() as u128 {
-                "truncated"
-            } else {
-                "oversized"
-            };
-            return Err(c.err(
-                "file size",
-                format!(
-                    "{what}: the header's shape needs {need} bytes of weights and moments after \
-                     the {HEADER}-byte header, the file has {}",
-                    c.remaining()
-                ),
-            ));
-        }
+        c.expect_remaining(3 * config.param_count() as u128 * 4, "weights and moments")?;
         let table = config.params();
         let total_n = config.param_count();
         let (mut params, mut m, mut v) =
