@@ -10,9 +10,10 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(ck) = read_from(bytes, bytes.len() as u64) else {
         return;
     };
-    let out = write_to(Vec::new(), &ck.header, &ck.params, &ck.m, &ck.v).expect("in-memory write");
+    let out = write_to(Vec::new(), &ck.header, &ck.params, &ck.m, &ck.v, &ck.tokenizer).expect("in-memory write");
     let again = read_from(&out[..], out.len() as u64).expect("re-read of a written checkpoint");
     assert_eq!(again.header, ck.header);
+    assert_eq!(again.tokenizer, ck.tokenizer);
     let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&again.params), bits(&ck.params));
     assert_eq!(bits(&again.m), bits(&ck.m));

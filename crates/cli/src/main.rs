@@ -25,8 +25,18 @@ enum Command {
     /// Train a model (default: `tiny`, 248K parameters, on the built-in corpus), then print an efficiency
     /// report and a text sample.
     Train(Box<cmd::train::TrainArgs>),
-    /// Generate text from a checkpoint.
+    /// Generate text from a checkpoint (full-window forward on the training device; see
+    /// `generate` for KV-cached decoding of any model file).
     Sample(cmd::sample::SampleArgs),
+    /// Generate text with a KV cache from our checkpoint or a llama2.c model.bin, streamed.
+    Generate(cmd::generate::GenerateArgs),
+    /// Export a model as llama2.c model.bin or Hugging Face safetensors, and its tokenizer.
+    Export(cmd::export::ExportArgs),
+    /// Tokenize a text corpus into a u16 token file (BOS before each document).
+    Tokenize(cmd::tokenize::TokenizeArgs),
+    /// Tokenizers (train a BPE tokenizer.bin).
+    #[command(subcommand)]
+    Tokenizer(cmd::tokenizer::TokenizerCommand),
     /// Write the built-in training corpus (generated stories) as text.
     Corpus(cmd::corpus::CorpusArgs),
     /// Build a demo kernel (RMSNorm with a baked weight), write its MIL and weight blob, read
@@ -47,6 +57,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => cmd::train::run(&args),
         Command::Sample(args) => cmd::sample::run(&args),
+        Command::Generate(args) => cmd::generate::run(&args),
+        Command::Export(args) => cmd::export::run(&args),
+        Command::Tokenize(args) => cmd::tokenize::run(&args),
+        Command::Tokenizer(c) => cmd::tokenizer::run(&c),
         Command::Corpus(args) => cmd::corpus::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),

@@ -11,7 +11,10 @@
 //! | 4·n | parameters, f32, layout of [`ModelConfig::params`] (`n` = `header.n_params`) |
 //! | 4·n | AdamW first moments |
 //! | 4·n | AdamW second moments |
+//! | t | version 2: the tokenizer as a llama2.c `tokenizer.bin` (`t` = `header.tokenizer_bytes`, 0 = the byte tokenizer) |
 //! | 32 | SHA-256 of every byte before it |
+//!
+//! Version 1 files (no tokenizer section; byte tokenizer) are still read.
 //!
 //! [`write`] goes to a temporary file beside the target, syncs it, and renames it over the
 //! target, so a crash leaves either the old checkpoint or the new one, never a torn file.
@@ -19,7 +22,7 @@
 //! before anything is used.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,11 +30,12 @@ use sha2::{Digest, Sha256};
 
 use crate::model::ModelConfig;
 use crate::optim::{AdamWConfig, Schedule};
+use crate::tokenizer::{Llama2cTokenizer, TextTokenizer};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"ANETCKPT";
-/// Format version written and accepted.
-pub const VERSION: u32 = 1;
+/// Format version written (version 1, without a tokenizer section, is read too).
+pub const VERSION: u32 = 2;
 /// Largest header accepted (1 MiB).
 pub const MAX_HEADER: u64 = 1 << 20;
 /// Bytes before the header.
@@ -53,7 +57,7 @@ pub enum CheckpointError {
     #[error("not a valid ane-train checkpoint: {0}")]
     Invalid(String),
     /// A checkpoint of another format version.
-    #[error("checkpoint format version {found}, this build reads version {VERSION}")]
+    #[error("checkpoint format version {found}, this build reads versions 1 and {VERSION}")]
     Version {
         /// The version in the file.
         found: u32,
@@ -88,6 +92,9 @@ pub struct Header {
     /// Device kind of the run (`cpu`, `ane-sim`, `ane`); the same holds.
     #[serde(default)]
     pub device: String,
+    /// Bytes of the tokenizer section (0: the byte tokenizer). [`write_to`] sets it.
+    #[serde(default)]
+    pub tokenizer_bytes: u64,
 }
 
 /// A training run's settings (kept in the checkpoint so a resumed run continues the same run).
@@ -152,6 +159,8 @@ pub struct Checkpoint {
     pub m: Vec<f32>,
     /// AdamW second moments.
     pub v: Vec<f32>,
+    /// The tokenizer the model was trained with.
+    pub tokenizer: TextTokenizer,
 }
 
 /// Writes a checkpoint atomically (temporary file, fsync, rename, fsync of the directory).
@@ -162,6 +171,7 @@ pub fn write(
     params: &[f32],
     m: &[f32],
     v: &[f32],
+    tokenizer: &TextTokenizer,
 ) -> Result<(), CheckpointError> {
     let n = header.n_params as usize;
     if [params.len(), m.len(), v.len()] != [n; 3] {
@@ -176,48 +186,35 @@ pub fn write(
         path: path.to_path_buf(),
         source,
     };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let buffered = write_to(
-            BufWriter::with_capacity(1 << 20, file),
-            header,
-            params,
-            m,
-            v,
-        )?;
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable; not every platform can open a directory.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    crate::atomic::write_atomic(path, |w| {
+        write_to(w, header, params, m, v, tokenizer).map(|_| ())
+    })
+    .map_err(io)
 }
 
 /// Writes the checkpoint bytes to `w` (no length checks; see [`write`]) and returns `w`.
+/// The header is written with `tokenizer_bytes` set to the tokenizer section's length.
 pub fn write_to<W: Write>(
     w: W,
     header: &Header,
     params: &[f32],
     m: &[f32],
     v: &[f32],
+    tokenizer: &TextTokenizer,
 ) -> std::io::Result<W> {
     let mut w = HashingWriter {
         inner: w,
         hash: Sha256::new(),
     };
-    let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
+    let tok = match tokenizer {
+        TextTokenizer::Bytes => Vec::new(),
+        TextTokenizer::Llama2c(t) => t.to_bytes(),
+    };
+    let header = Header {
+        tokenizer_bytes: tok.len() as u64,
+        ..header.clone()
+    };
+    let json = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
     w.write_all(MAGIC)?;
     w.write_all(&VERSION.to_le_bytes())?;
     w.write_all(&(json.len() as u64).to_le_bytes())?;
@@ -228,6 +225,7 @@ pub fn write_to<W: Write>(
             w.write_all(&bytes)?;
         }
     }
+    w.write_all(&tok)?;
     let digest = w.hash.finalize();
     let mut inner = w.inner;
     inner.write_all(&digest)?;
@@ -273,7 +271,7 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
         return Err(bad("wrong magic (expected ANETCKPT)".into()));
     }
     let version = u32::from_le_bytes(pre[8..12].try_into().unwrap_or_default());
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(CheckpointError::Version { found: version });
     }
     let hlen = u64::from_le_bytes(pre[12..20].try_into().unwrap_or_default());
@@ -290,9 +288,14 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
             "header says {n} parameters, its model config has {expected_n}"
         )));
     }
+    let tok_len = header.tokenizer_bytes;
+    if version == 1 && tok_len != 0 {
+        return Err(bad("a version 1 checkpoint has no tokenizer section".into()));
+    }
     let need = n
         .checked_mul(12)
-        .and_then(|b| b.checked_add(PREAMBLE + hlen + 32));
+        .and_then(|b| b.checked_add(PREAMBLE + hlen + 32))
+        .and_then(|b| b.checked_add(tok_len));
     if need != Some(len) {
         return Err(bad(format!(
             "the file has {len} bytes, a checkpoint of {n} parameters has {}",
@@ -316,6 +319,8 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
         }
         arrays.push(a);
     }
+    let mut tok = vec![0u8; tok_len as usize];
+    r.read_exact(&mut tok).map_err(eof)?;
     let digest = r.hash.finalize();
     let mut stored = [0u8; 32];
     r.inner.read_exact(&mut stored).map_err(eof)?;
@@ -339,6 +344,20 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
     if header.sampler_state == 0 {
         return Err(bad("sampler state 0 is not a generator state".into()));
     }
+    let tokenizer = if tok.is_empty() {
+        TextTokenizer::Bytes
+    } else {
+        let t = Llama2cTokenizer::from_bytes(&tok, "checkpoint tokenizer section")
+            .map_err(|e| bad(e.to_string()))?;
+        if t.vocab_size() > header.model.vocab_size {
+            return Err(bad(format!(
+                "its tokenizer has {} ids, the model's vocabulary {}",
+                t.vocab_size(),
+                header.model.vocab_size
+            )));
+        }
+        TextTokenizer::Llama2c(t)
+    };
     let v = arrays.pop().unwrap_or_default();
     let m = arrays.pop().unwrap_or_default();
     let params = arrays.pop().unwrap_or_default();
@@ -347,6 +366,7 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
         params,
         m,
         v,
+        tokenizer,
     })
 }
 

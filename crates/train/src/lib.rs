@@ -8,8 +8,11 @@
 
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod data;
+pub mod formats;
+pub mod generate;
 pub mod host;
 pub mod kernels;
 pub mod llama;
@@ -18,6 +21,7 @@ pub mod optim;
 pub mod report;
 pub mod rng;
 pub mod sample;
+pub mod tokenizer;
 pub mod trainer;
 
 pub use ane_runtime as runtime;

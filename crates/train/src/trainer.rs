@@ -26,6 +26,7 @@ use crate::data::{DataError, TokenData, WindowSampler};
 use crate::kernels::WeightMode;
 use crate::llama::{Model, ModelError, ModelOptions};
 use crate::optim::AdamW;
+use crate::tokenizer::TextTokenizer;
 
 /// Errors of training.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +126,7 @@ pub struct Trainer {
     sampler: WindowSampler,
     settings: TrainSettings,
     corpus: CorpusInfo,
+    tokenizer: TextTokenizer,
     step: u64,
     skipped_in_a_row: u32,
     checked_data: Option<(usize, usize)>,
@@ -183,6 +185,7 @@ impl Trainer {
             .ok_or_else(|| TrainError::Mismatch("invalid sampler state".into()))?;
         let mut t = Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)?;
         t.skipped_in_a_row = h.skipped_in_a_row;
+        t.tokenizer = ckpt.tokenizer;
         Ok(t)
     }
 
@@ -214,6 +217,7 @@ impl Trainer {
             sampler,
             settings,
             corpus,
+            tokenizer: TextTokenizer::Bytes,
             step,
             skipped_in_a_row: 0,
             checked_data: None,
@@ -338,7 +342,28 @@ impl Trainer {
     pub fn save(&self, path: &Path) -> Result<()> {
         let header = self.header();
         let (p, m, v) = (self.model.params(), &self.opt.m, &self.opt.v);
-        Ok(checkpoint::write(path, &header, p, m, v)?)
+        Ok(checkpoint::write(path, &header, p, m, v, &self.tokenizer)?)
+    }
+
+    /// The run with `tokenizer` as the tokenizer its checkpoints carry (default: bytes).
+    pub fn with_tokenizer(mut self, tokenizer: TextTokenizer) -> Trainer {
+        self.tokenizer = tokenizer;
+        self
+    }
+
+    /// The tokenizer the model is trained with.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The run with AdamW moments `m`, `v` and step count `t` taken over (e.g. from a
+    /// maderix/ANE checkpoint), so the optimizer continues where that run stopped.
+    pub fn with_adam_state(mut self, m: Vec<f32>, v: Vec<f32>, t: u64) -> Result<Trainer> {
+        self.opt = AdamW::restore(self.settings.adamw, self.model.param_table(), m, v, t)
+            .ok_or_else(|| {
+                TrainError::Mismatch("optimizer moments do not match the model".into())
+            })?;
+        Ok(self)
     }
 
     /// The checkpoint header of the run as it stands.
@@ -354,6 +379,10 @@ impl Trainer {
             skipped_in_a_row: self.skipped_in_a_row,
             mode: self.model.mode().name().to_string(),
             device: self.model.device().capabilities().kind.name().to_string(),
+            tokenizer_bytes: match &self.tokenizer {
+                TextTokenizer::Bytes => 0,
+                TextTokenizer::Llama2c(t) => t.to_bytes().len() as u64,
+            },
         }
     }
 

@@ -9,6 +9,7 @@ use ane_train::data::ByteTokenizer;
 use ane_train::kernels::WeightMode;
 use ane_train::llama::Model;
 use ane_train::sample::{generate, SampleOptions};
+use ane_train::tokenizer::TextTokenizer;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
@@ -53,27 +54,31 @@ pub(crate) fn check_sample_args(prompt: &str, temperature: f32, seq_len: usize) 
     Ok(())
 }
 
-/// Continues `prompt` for up to `tokens` bytes; returns prompt + continuation.
+/// Continues `prompt` for up to `tokens` tokens of `tok`; returns prompt + continuation.
 pub(crate) fn sample(
     model: &mut Model,
+    tok: &TextTokenizer,
     prompt: &str,
     tokens: usize,
     temperature: f32,
     seed: u64,
 ) -> Result<String> {
-    let tok = ByteTokenizer;
-    let mut ids = vec![ByteTokenizer::BOS];
-    ids.extend(tok.encode(prompt.as_bytes()));
+    let ids = tok.encode(prompt.as_bytes(), true);
     check_sample_args(prompt, temperature, model.config().seq_len)?;
     let opts = SampleOptions {
         max_tokens: tokens,
         temperature,
-        vocab_limit: ByteTokenizer::VOCAB_SIZE,
+        vocab_limit: tok.vocab_size(),
         stop: [Some(ByteTokenizer::BOS), Some(ByteTokenizer::EOS)],
         seed,
     };
-    let new = generate(model, &ids, &opts)?;
-    Ok(format!("{prompt}{}", tok.decode(&new)))
+    let mut new = generate(model, &ids, &opts)?;
+    if new.last().is_some_and(|t| opts.stop.contains(&Some(*t))) {
+        new.pop();
+    }
+    let last = ids.last().copied().unwrap_or(ByteTokenizer::BOS);
+    let text = String::from_utf8_lossy(&tok.decode(last, &new)).into_owned();
+    Ok(format!("{prompt}{text}"))
 }
 
 /// Runs `ane-train sample`.
@@ -85,6 +90,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode> {
     let mut model = Model::new(ckpt.header.model, device, WeightMode::Params, ckpt.params)?;
     let text = sample(
         &mut model,
+        &ckpt.tokenizer,
         &args.prompt,
         args.tokens,
         args.temperature,

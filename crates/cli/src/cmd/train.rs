@@ -13,10 +13,10 @@ use std::time::Instant;
 use ane_runtime::budget::{CompileBudget, CompileCounter};
 use ane_runtime::cpu::CpuDevice;
 use ane_runtime::{Device, Fidelity};
-use ane_train::checkpoint::{self, CorpusInfo, TrainSettings};
-use ane_train::data::{corpus, ByteTokenizer, TokenData};
+use ane_train::checkpoint::{CorpusInfo, TrainSettings};
+use ane_train::data::{corpus, ByteTokenizer};
 use ane_train::kernels::WeightMode;
-use ane_train::llama::{init_params, Model, ModelOptions};
+use ane_train::llama::{Model, ModelOptions};
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
 use ane_train::report::EfficiencyReport;
@@ -27,6 +27,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::restart::{interrupt_flag, restart, ENV_RESTARTS};
 use super::sample::{check_sample_args, sample};
+use super::train_inputs::{initial_params, inputs, new_model_config, start, Inputs};
 
 /// Arguments of `ane-train train`.
 #[derive(Debug, Args)]
@@ -111,6 +112,19 @@ pub struct TrainArgs {
     /// Also write the efficiency report as JSON to this file (default `<out>/report.json`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Train on pretokenized u16 token files (TinyStories shard format; several allowed,
+    /// comma-separated or repeated) instead of --corpus; needs --tokenizer.
+    #[arg(long, value_delimiter = ',', conflicts_with = "corpus")]
+    pub data: Vec<PathBuf>,
+    /// A llama2.c `tokenizer.bin`: tokenizes --corpus, names the ids of --data, and is saved
+    /// in the checkpoint [default: the byte tokenizer, or the --init file's].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Start from the weights in this file (our checkpoint, llama2.c model.bin, safetensors
+    /// directory, or maderix/ANE checkpoint, whose AdamW state is taken over too); the model
+    /// shape comes from the file.
+    #[arg(long, conflicts_with_all = ["model", "resume"])]
+    pub init: Option<PathBuf>,
 }
 
 fn parse_mode(name: &str) -> Result<WeightMode> {
@@ -127,7 +141,7 @@ fn load_config(name: &str) -> Result<ModelConfig> {
 }
 
 /// The corpus text and its description.
-fn load_corpus(name: &str) -> Result<(Vec<u8>, CorpusInfo)> {
+pub(crate) fn load_corpus(name: &str) -> Result<(Vec<u8>, CorpusInfo)> {
     let text = if name == "builtin" {
         corpus::builtin().into_bytes()
     } else {
@@ -168,11 +182,13 @@ fn open_device(name: &str, max_compiles: Option<usize>) -> Result<Arc<dyn Device
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let mode = parse_mode(&args.mode)?;
     let device = open_device(&args.device, args.max_compiles)?;
-    let (text, info) = load_corpus(&args.corpus)?;
-    let data = TokenData::from_text(&text, 0.05)?;
-    let resumed = args.resume.as_ref().map(|p| {
-        checkpoint::read(p).with_context(|| format!("reading checkpoint {}", p.display()))
-    });
+    let Inputs {
+        init,
+        resumed,
+        tokenizer,
+        data,
+        info,
+    } = inputs(args)?;
     let mut trainer = match resumed {
         Some(ckpt) => {
             let given = [
@@ -193,7 +209,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                      in its checkpoint (only --steps may extend it)"
                 );
             }
-            let mut ckpt = ckpt?;
+            let mut ckpt = ckpt;
             let h = &mut ckpt.header;
             match args.steps {
                 Some(n) if n < h.settings.steps => bail!(
@@ -222,21 +238,25 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             Trainer::resume(ckpt, device.clone(), mode, &info)?
         }
         None => {
-            let cfg = model_config(args)?;
+            let cfg = new_model_config(args, init.as_ref(), &tokenizer)?;
             let settings = settings_from(args, &cfg)?;
             let t = Instant::now();
             let options = ModelOptions {
                 batch: settings.batch as usize,
                 ..ModelOptions::default()
             };
-            let params = init_params(&cfg, settings.seed);
+            let params = initial_params(init.as_ref(), &cfg, settings.seed);
             let model = Model::with_options(cfg.clone(), device.clone(), mode, params, options)?;
             eprintln!(
                 "compiled {} kernels in {:.0} ms",
                 model.compile_count(),
                 t.elapsed().as_secs_f64() * 1e3
             );
-            Trainer::new(model, settings, info)?
+            start(
+                Trainer::new(model, settings, info.clone())?,
+                init,
+                tokenizer,
+            )?
         }
     };
     let cfg = trainer.model().config().clone();
@@ -276,8 +296,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     println!(
         "  corpus {} ({} bytes: {} training tokens, {} held out); {} updates of {} x {} x {} \
          tokens, lr {:.1e} -> {:.1e}, from update {}",
-        args.corpus,
-        text.len(),
+        info.name,
+        info.bytes,
         data.train.len(),
         data.eval.len(),
         s.steps,
@@ -401,8 +421,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         json_path.display()
     );
     if args.sample_tokens > 0 && can_run && !interrupted.load(Ordering::SeqCst) {
+        let tok = trainer.tokenizer().clone();
         let text = sample(
             trainer.model_mut(),
+            &tok,
             &args.prompt,
             args.sample_tokens,
             args.temperature,
@@ -429,7 +451,7 @@ fn can_evaluate(model: &Model) -> bool {
 const DEFAULT_MODEL: &str = "tiny";
 
 /// The model of a new run: `--model` (default: [`DEFAULT_MODEL`]), `--seq-len` applied.
-fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
+pub(crate) fn model_config(args: &TrainArgs) -> Result<ModelConfig> {
     let mut cfg = load_config(args.model.as_deref().unwrap_or(DEFAULT_MODEL))?;
     if let Some(s) = args.seq_len {
         cfg.seq_len = s;

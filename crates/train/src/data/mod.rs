@@ -6,8 +6,9 @@
 //! evaluation uses fixed, evenly spaced windows of a held-out tail ([`TokenData::eval_windows`]).
 
 pub mod corpus;
+pub mod shards;
 mod tokenizer;
 mod windows;
 
 pub use tokenizer::ByteTokenizer;
-pub use windows::{DataError, TokenData, WindowSampler};
+pub use windows::{split_documents, DataError, TokenData, WindowSampler};

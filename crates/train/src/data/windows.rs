@@ -3,6 +3,7 @@
 use crate::rng::Rng;
 
 use super::ByteTokenizer;
+use crate::tokenizer::TextTokenizer;
 
 /// What is wrong with the data.
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +50,35 @@ impl TokenData {
     /// Splits `text` into documents at blank lines, encodes each as `BOS` + bytes, and holds
     /// out the documents that make up the last `eval_fraction` of the tokens (`0..=0.5`).
     pub fn from_text(text: &[u8], eval_fraction: f64) -> Result<TokenData, DataError> {
+        Self::from_text_with(text, eval_fraction, &TextTokenizer::Bytes)
+    }
+
+    /// [`from_text`](Self::from_text) with any tokenizer: each document is `tok`'s ids of it,
+    /// BOS first.
+    pub fn from_text_with(
+        text: &[u8],
+        eval_fraction: f64,
+        tok: &TextTokenizer,
+    ) -> Result<TokenData, DataError> {
+        let mut tokens = Vec::with_capacity(text.len() + text.len() / 64);
+        for doc in split_documents(text) {
+            tokens.extend(tok.encode(doc, true));
+        }
+        Self::from_ids(tokens, eval_fraction)
+    }
+
+    /// Splits a token stream whose documents start with BOS: the held-out part starts at the
+    /// first BOS at or after `1 - eval_fraction` of the tokens (none when there is no such BOS).
+    pub fn from_ids(mut tokens: Vec<u32>, eval_fraction: f64) -> Result<TokenData, DataError> {
         if !(0.0..=0.5).contains(&eval_fraction) {
             return Err(DataError::BadFraction(eval_fraction));
         }
-        let tok = ByteTokenizer;
-        let mut tokens = Vec::with_capacity(text.len() + text.len() / 64);
-        let mut starts = Vec::new();
-        for doc in split_documents(text) {
-            starts.push(tokens.len());
-            tokens.push(ByteTokenizer::BOS);
-            tokens.extend(tok.encode(doc));
-        }
+        let starts: Vec<usize> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == ByteTokenizer::BOS)
+            .map(|(i, _)| i)
+            .collect();
         let want = ((tokens.len() as f64) * (1.0 - eval_fraction)).round() as usize;
         // Split at the first document start at or after `want`, so no document is cut.
         let at = if eval_fraction == 0.0 {
@@ -115,7 +134,7 @@ impl TokenData {
 
 /// The non-empty documents of `text`, separated by blank lines (whitespace-only lines count
 /// as blank), each trimmed of surrounding blank lines.
-fn split_documents(text: &[u8]) -> Vec<&[u8]> {
+pub fn split_documents(text: &[u8]) -> Vec<&[u8]> {
     let mut docs = Vec::new();
     let mut start: Option<usize> = None;
     let mut end = 0;
