@@ -3,8 +3,13 @@
 pub mod bench;
 pub mod corpus;
 pub mod demo;
+mod knobs;
+mod metrics;
 pub mod mil;
 pub mod mil_run;
+pub mod plot;
+mod progress;
+mod raster;
 pub mod restart;
 pub mod sample;
 pub mod selftest;
