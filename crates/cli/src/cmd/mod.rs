@@ -1,6 +1,11 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_accum;
+mod bench_common;
+mod bench_counting;
+pub mod bench_pool;
+pub mod bench_weight_modes;
 pub mod corpus;
 pub mod demo;
 mod knobs;

@@ -129,7 +129,7 @@ fn parse_mode(name: &str) -> Result<WeightMode> {
         .with_context(|| format!("--mode {name:?}: expected params, packed or baked"))
 }
 
-fn load_config(name: &str) -> Result<ModelConfig> {
+pub(crate) fn load_config(name: &str) -> Result<ModelConfig> {
     Ok(if name.ends_with(".toml") {
         ModelConfig::from_toml_file(name)?
     } else {
