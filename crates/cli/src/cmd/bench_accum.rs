@@ -79,7 +79,7 @@ pub fn run(args: &AccumArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<u32>>>()?;
     ane_runtime::budget::parse_limit(&args.max_compiles.to_string())?;
     for &a in &accums {
-        if args.micro_steps == 0 || args.micro_steps % u64::from(a) != 0 {
+        if args.micro_steps == 0 || !args.micro_steps.is_multiple_of(u64::from(a)) {
             bail!(
                 "--micro-steps {} is not a positive multiple of accumulation {a}: every row \
                  trains on the same windows",
