@@ -1,43 +1,11 @@
 //! Issue 12 end to end: `ANE_ACCUM_STEPS` / `ANE_MAX_COMPILES` validation, `--metrics` across
 //! restarts and a resume, `plot` and `train --plot`, and the three benches on a tiny model.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ane-train"));
-    c.env_remove("ANE_ACCUM_STEPS")
-        .env_remove("ANE_MAX_COMPILES");
-    c
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ane-train-knobs-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn tiny(dir: &Path) -> PathBuf {
-    let p = dir.join("tiny.toml");
-    std::fs::write(
-        &p,
-        "name = \"tiny\"\ndim = 32\nn_layers = 1\nn_heads = 4\nn_kv_heads = 2\nhead_dim = 8\n\
-         hidden_dim = 64\nvocab_size = 259\nseq_len = 32\n",
-    )
-    .unwrap();
-    p
-}
-
-fn run(cmd: &mut Command) -> (Output, String) {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
-}
+mod common;
+use common::{bin, run, tiny, tmp};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

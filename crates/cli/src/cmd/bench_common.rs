@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use ane_train::model::ModelConfig;
 use anyhow::{Context, Result};
 
 /// Median, min and max of a sample (all 0 for an empty one).
@@ -110,6 +111,18 @@ fn os_name() -> String {
         Some(n) => format!("{n} ({arch})"),
         None => format!("{} ({arch})", std::env::consts::OS),
     }
+}
+
+/// The model `name` (preset or TOML file) with its window length overridden by `seq_len`.
+pub(crate) fn model_config(name: &str, seq_len: Option<usize>) -> Result<ModelConfig> {
+    let mut cfg = super::train::load_config(name)?;
+    if let Some(s) = seq_len {
+        cfg.seq_len = s;
+        cfg.validate()
+            .with_context(|| format!("--seq-len {s} for model {}", cfg.name))?;
+    }
+    super::train::check_vocab(&cfg)?;
+    Ok(cfg)
 }
 
 /// A markdown table.

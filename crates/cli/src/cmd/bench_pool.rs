@@ -18,8 +18,7 @@ use ane_train::llama::{init_params, Model};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::bench_common::{print_header, table, write_json, Machine, Stat};
-use super::train::load_config;
+use super::bench_common::{model_config, print_header, table, write_json, Machine, Stat};
 
 /// Arguments of `bench pool`.
 #[derive(Debug, Args)]
@@ -57,11 +56,7 @@ pub fn run(args: &PoolArgs) -> Result<ExitCode> {
     if args.cycles == 0 {
         bail!("--cycles must be at least 1");
     }
-    let mut cfg = load_config(&args.model)?;
-    if let Some(s) = args.seq_len {
-        cfg.seq_len = s;
-        cfg.validate()?;
-    }
+    let cfg = model_config(&args.model, args.seq_len)?;
     let machine = Machine::detect();
     print_header("pool", &machine);
     println!(

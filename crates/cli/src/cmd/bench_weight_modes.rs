@@ -26,9 +26,8 @@ use ane_train::trainer::{StepOutcome, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::bench_common::{print_header, table, write_json, Machine, Stat};
+use super::bench_common::{model_config, print_header, table, write_json, Machine, Stat};
 use super::bench_counting::CountingDevice;
-use super::train::load_config;
 
 /// Arguments of `bench weight-modes`.
 #[derive(Debug, Args)]
@@ -75,11 +74,7 @@ pub fn run(args: &WeightModesArgs) -> Result<ExitCode> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let mut cfg = load_config(&args.model)?;
-    if let Some(s) = args.seq_len {
-        cfg.seq_len = s;
-        cfg.validate()?;
-    }
+    let cfg = model_config(&args.model, args.seq_len)?;
     let limit = match args.max_compiles {
         Some(n) => ane_runtime::budget::parse_limit(&n.to_string())?,
         None => super::knobs::from_env()?
