@@ -23,7 +23,7 @@ use ane_train::llama::{init_params, Model};
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
 use ane_train::trainer::{StepOutcome, Trainer};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::bench_common::{model_config, print_header, table, write_json, Machine, Stat};
@@ -67,6 +67,8 @@ struct Row {
     restarts: u64,
     wall_s: f64,
     final_loss: f32,
+    /// Why the row did fewer updates than asked, if it did.
+    stopped: Option<String>,
 }
 
 /// Runs `bench weight-modes`.
@@ -101,6 +103,7 @@ pub fn run(args: &WeightModesArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&scratch)?;
     let mut rows = Vec::new();
     let mut unavailable = Vec::new();
+    let mut failed = Vec::new();
     for name in args.devices.split(',').map(str::trim) {
         let opener = || open(name, limit);
         if let Err(e) = opener() {
@@ -108,17 +111,44 @@ pub fn run(args: &WeightModesArgs) -> Result<ExitCode> {
             unavailable.push(serde_json::json!({ "device": name, "reason": format!("{e:#}") }));
             continue;
         }
-        for mode in [WeightMode::Baked, WeightMode::Packed, WeightMode::Params] {
+        // The Neural Engine's compile budget is per process and cannot be renewed here:
+        // Baked, the mode that spends it, goes last there.
+        let restartable = name != "ane";
+        let mut modes = [WeightMode::Baked, WeightMode::Packed, WeightMode::Params];
+        if !restartable {
+            modes.reverse();
+        }
+        for mode in modes {
             let ckpt = scratch.join(format!("{name}-{}.bin", mode.name()));
-            let row = measure(&cfg, mode, &opener, &data, &info, args.steps, &ckpt)
-                .with_context(|| format!("{name}, {} mode", mode.name()))?;
-            rows.push(Row {
-                device: name.to_string(),
-                ..row
-            });
+            match measure(
+                &cfg,
+                mode,
+                &opener,
+                &data,
+                &info,
+                args.steps,
+                &ckpt,
+                restartable,
+            ) {
+                Ok(row) => rows.push(Row {
+                    device: name.to_string(),
+                    ..row
+                }),
+                Err(e) => {
+                    println!("{name}, {} mode: failed ({e:#})", mode.name());
+                    failed.push(serde_json::json!({
+                        "device": name, "mode": mode.name(), "error": format!("{e:#}"),
+                    }));
+                }
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    for r in &rows {
+        if let Some(why) = &r.stopped {
+            println!("{}, {} mode: {why}", r.device, r.mode);
+        }
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -163,10 +193,15 @@ pub fn run(args: &WeightModesArgs) -> Result<ExitCode> {
             "max_compiles": limit,
             "rows": rows,
             "unavailable": unavailable,
+            "failed": failed,
         });
         write_json(path, &j)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Opens device `name` with a fresh compile budget of `limit` (ane-sim) — one "process".
@@ -199,6 +234,9 @@ fn settings(steps: u64) -> TrainSettings {
     }
 }
 
+/// Trains `steps` updates in `mode`; `restartable`: whether a spent compile budget can be
+/// renewed by opening the device again (else the row stops there).
+#[allow(clippy::too_many_arguments)]
 fn measure(
     cfg: &ModelConfig,
     mode: WeightMode,
@@ -207,6 +245,7 @@ fn measure(
     info: &CorpusInfo,
     steps: u64,
     ckpt: &std::path::Path,
+    restartable: bool,
 ) -> Result<Row> {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let wall = Instant::now();
@@ -217,6 +256,7 @@ fn measure(
     let (mut per, mut compile, mut staging, mut evals, mut compiles) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut restarts, mut final_loss, mut just_restarted) = (0, f32::NAN, false);
+    let mut stopped = None;
     loop {
         let before = (trainer.totals(), counts.evals(), counts.compiles());
         match trainer.step(data)? {
@@ -235,11 +275,14 @@ fn measure(
             }
             StepOutcome::Finished => break,
             StepOutcome::RestartNeeded { needed, remaining } => {
-                if just_restarted {
-                    bail!(
-                        "a fresh model still finds {remaining} compiles left for {needed}: \
-                         this device's budget is per process; use `bench accum`"
-                    );
+                if just_restarted || !restartable {
+                    stopped = Some(format!(
+                        "stopped after {} of {steps} updates: the next needs {needed} compiles, \
+                         {remaining} are left in this process (`bench accum` measures the \
+                         restarts)",
+                        per.len()
+                    ));
+                    break;
                 }
                 trainer.save(ckpt)?;
                 let (dev, c) = CountingDevice::new(opener()?);
@@ -264,5 +307,6 @@ fn measure(
         restarts,
         wall_s: wall.elapsed().as_secs_f64(),
         final_loss,
+        stopped,
     })
 }
