@@ -160,8 +160,10 @@ pub(crate) fn print_header(title: &str, machine: &Machine) {
 
 /// Writes `value` as pretty JSON to `path`.
 pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    super::files::write_atomic(
+        path,
+        (serde_json::to_string_pretty(value)? + "\n").as_bytes(),
+    )?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -106,9 +106,7 @@ impl MetricsLog {
             text += &serde_json::to_string(l)?;
             text.push('\n');
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        super::files::write_atomic(path, text.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)

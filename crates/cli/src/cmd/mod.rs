@@ -8,6 +8,7 @@ pub mod bench_pool;
 pub mod bench_weight_modes;
 pub mod corpus;
 pub mod demo;
+mod files;
 mod knobs;
 mod metrics;
 pub mod mil;

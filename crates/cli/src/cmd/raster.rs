@@ -100,23 +100,16 @@ impl Canvas {
         }
     }
 
-    /// Writes the canvas as an 8-bit RGB PNG.
+    /// Writes the canvas as an 8-bit RGB PNG (atomically).
     pub(crate) fn write_png(&self, path: &Path) -> Result<()> {
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut enc = png::Encoder::new(
-            std::io::BufWriter::new(file),
-            self.width as u32,
-            self.height as u32,
-        );
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc
-            .write_header()
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut w = enc.write_header().context("encoding the PNG")?;
         w.write_image_data(&self.pixels)
-            .with_context(|| format!("writing {}", path.display()))?;
-        w.finish()
-            .with_context(|| format!("writing {}", path.display()))
+            .context("encoding the PNG")?;
+        w.finish().context("encoding the PNG")?;
+        super::files::write_atomic(path, &bytes)
     }
 }
