@@ -47,6 +47,8 @@ enum Command {
     Mil(cmd::mil::MilCommand),
     /// Hardware smoke test: one small kernel per weight mode, checked against the CPU device.
     Selftest(cmd::selftest::SelftestArgs),
+    /// Plot the training and held-out loss of a `train --metrics` file as a PNG.
+    Plot(cmd::plot::PlotArgs),
     /// Benchmarks (print a table; --json writes the numbers).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Mil(c) => cmd::mil::run(&c),
         Command::Bench(c) => cmd::bench::run(&c),
+        Command::Plot(args) => cmd::plot::run(&args),
         Command::Selftest(args) => cmd::selftest::run(&args),
     };
     match result {

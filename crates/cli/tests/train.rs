@@ -2,29 +2,10 @@
 //! JSON report and a sample; a resumed run continues it; a Baked run on `ane-sim` with a small
 //! compile budget restarts itself until done; bad input is refused with clear messages.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ane-train"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ane-train-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn tiny(dir: &std::path::Path) -> PathBuf {
-    let p = dir.join("tiny.toml");
-    std::fs::write(
-        &p,
-        "name = \"tiny\"\ndim = 32\nn_layers = 1\nn_heads = 4\nn_kv_heads = 2\nhead_dim = 8\n\
-         hidden_dim = 64\nvocab_size = 259\nseq_len = 32\n",
-    )
-    .unwrap();
-    p
-}
+mod common;
+use common::{bin, run, tiny, tmp};
 
 /// `ane-train train <args> --out <d>`.
 fn train(d: &std::path::Path, args: &[&str]) -> Command {
@@ -35,16 +16,6 @@ fn train(d: &std::path::Path, args: &[&str]) -> Command {
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
-}
-
-fn run(cmd: &mut Command) -> (Output, String) {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
 }
 
 fn checkpoint_step(path: &std::path::Path) -> u64 {

@@ -20,6 +20,8 @@ use ane_runtime::{Binding, Device, Realtime, Surface, Weights};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
+use super::bench_common::Stat;
+
 /// `ane-train bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -27,6 +29,12 @@ pub enum BenchCommand {
     Runtime(RuntimeArgs),
     /// One forward+backward of a model, split into device kernels, host ops, surface traffic.
     ForwardBackward(ForwardBackwardArgs),
+    /// Baked, Packed and Params training updates side by side on every device that opens.
+    WeightModes(super::bench_weight_modes::WeightModesArgs),
+    /// Baked mode under a compile budget: one real training run per accumulation.
+    Accum(super::bench_accum::AccumArgs),
+    /// Recompile cycles with the surface pool on and off.
+    Pool(super::bench_pool::PoolArgs),
 }
 
 /// Arguments of `bench runtime`.
@@ -48,29 +56,9 @@ pub fn run(cmd: &BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Runtime(args) => runtime(args),
         BenchCommand::ForwardBackward(args) => forward_backward(args),
-    }
-}
-
-/// Median, min and max of a sample.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stat {
-    fn of(mut v: Vec<f64>) -> Stat {
-        v.sort_by(f64::total_cmp);
-        Stat {
-            median: v[v.len() / 2],
-            min: v[0],
-            max: v[v.len() - 1],
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({ "median": self.median, "min": self.min, "max": self.max })
+        BenchCommand::WeightModes(args) => super::bench_weight_modes::run(args),
+        BenchCommand::Accum(args) => super::bench_accum::run(args),
+        BenchCommand::Pool(args) => super::bench_pool::run(args),
     }
 }
 

@@ -23,8 +23,10 @@ use ane_train::report::EfficiencyReport;
 use ane_train::trainer::{StepOutcome, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
+use super::knobs::{self, ENV_ACCUM_STEPS};
+use super::metrics::{Line, MetricsLog};
+use super::progress::Progress;
 use super::restart::{interrupt_flag, restart, ENV_RESTARTS};
 use super::sample::{check_sample_args, sample};
 use super::train_inputs::{initial_params, inputs, new_model_config, start, Inputs};
@@ -54,7 +56,9 @@ pub struct TrainArgs {
     /// run (the cosine decay is stretched to the new end, so the learning rate rises again).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Micro-steps per update (gradient accumulation) [default: 1].
+    /// Micro-steps per update (gradient accumulation), 1 to 10000 [default: ANE_ACCUM_STEPS,
+    /// else 1 in every weight mode; upstream's 10 suits Baked mode, where every update
+    /// recompiles and fewer updates mean fewer restarts].
     #[arg(long)]
     pub accum: Option<u32>,
     /// Windows per micro-step, run side by side as one [C, B·S] pass (needs the cpu kernel
@@ -125,6 +129,17 @@ pub struct TrainArgs {
     /// shape comes from the file.
     #[arg(long, conflicts_with_all = ["model", "resume"])]
     pub init: Option<PathBuf>,
+    /// Write one JSON line per update and per held-out evaluation to this file (appended
+    /// across --resume and restarts; a new run starts it afresh).
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// When the output is not a terminal, print a progress line every this many seconds
+    /// (0: none); on a terminal a progress bar shows instead.
+    #[arg(long, default_value_t = 30)]
+    pub log_every: u64,
+    /// At the end, plot the training and held-out loss of --metrics to `<out>/loss.png`.
+    #[arg(long, requires = "metrics")]
+    pub plot: bool,
 }
 
 fn parse_mode(name: &str) -> Result<WeightMode> {
@@ -132,7 +147,7 @@ fn parse_mode(name: &str) -> Result<WeightMode> {
         .with_context(|| format!("--mode {name:?}: expected params, packed or baked"))
 }
 
-fn load_config(name: &str) -> Result<ModelConfig> {
+pub(crate) fn load_config(name: &str) -> Result<ModelConfig> {
     Ok(if name.ends_with(".toml") {
         ModelConfig::from_toml_file(name)?
     } else {
@@ -180,6 +195,10 @@ fn open_device(name: &str, max_compiles: Option<usize>) -> Result<Arc<dyn Device
 
 /// Runs `ane-train train`.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    let env = knobs::from_env()?;
+    if let Some(n) = args.accum {
+        knobs::check_accum_flag(n)?;
+    }
     let mode = parse_mode(&args.mode)?;
     let device = open_device(&args.device, args.max_compiles)?;
     let Inputs {
@@ -189,6 +208,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         data,
         info,
     } = inputs(args)?;
+    let build_ms;
     let mut trainer = match resumed {
         Some(ckpt) => {
             let given = [
@@ -235,11 +255,14 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                     h.mode, h.device, here.0, here.1
                 );
             }
-            Trainer::resume(ckpt, device.clone(), mode, &info)?
+            let t = Instant::now();
+            let trainer = Trainer::resume(ckpt, device.clone(), mode, &info)?;
+            build_ms = t.elapsed().as_secs_f64() * 1e3;
+            trainer
         }
         None => {
             let cfg = new_model_config(args, init.as_ref(), &tokenizer)?;
-            let settings = settings_from(args, &cfg)?;
+            let settings = settings_from(args, &cfg, env.accum)?;
             let t = Instant::now();
             let options = ModelOptions {
                 batch: settings.batch as usize,
@@ -247,10 +270,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             };
             let params = initial_params(init.as_ref(), &cfg, settings.seed);
             let model = Model::with_options(cfg.clone(), device.clone(), mode, params, options)?;
+            build_ms = t.elapsed().as_secs_f64() * 1e3;
             eprintln!(
-                "compiled {} kernels in {:.0} ms",
-                model.compile_count(),
-                t.elapsed().as_secs_f64() * 1e3
+                "compiled {} kernels in {build_ms:.0} ms",
+                model.compile_count()
             );
             start(
                 Trainer::new(model, settings, info.clone())?,
@@ -312,7 +335,33 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     if !restarts.is_empty() {
         println!("  restart {restarts} of this run (compile budget)");
     }
-    let bar = progress_bar(s.steps, trainer.steps_done());
+    if fresh && env.accum.is_some() && args.accum.is_none() {
+        println!("  accumulation {} from {ENV_ACCUM_STEPS}", s.accum);
+    }
+    let tokens_per_update = u64::from(s.accum) * cfg.seq_len as u64;
+    let mut metrics = match &args.metrics {
+        Some(p) => {
+            let resume_step = args.resume.as_ref().map(|_| trainer.steps_done());
+            let mut log = MetricsLog::open(p, resume_step)?;
+            log.write(&Line::Start {
+                step: trainer.steps_done(),
+                restart: restarts.parse().unwrap_or(0),
+                compiles: trainer.model().compile_count(),
+                compile_ms: build_ms,
+            })?;
+            Some(log)
+        }
+        None => None,
+    };
+    let log_eval = |log: &mut Option<MetricsLog>, step: u64, e: Option<f32>| match (log, e) {
+        (Some(log), Some(eval_loss)) => log.write(&Line::Eval {
+            step,
+            tokens: step * tokens_per_update,
+            eval_loss,
+        }),
+        _ => Ok(()),
+    };
+    let mut bar = Progress::new(s.steps, trainer.steps_done(), args.log_every);
     let first = trainer.steps_done() + 1;
     let mut last_loss = None;
     let mut eval_loss = None;
@@ -321,7 +370,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     loop {
         if interrupted.load(Ordering::SeqCst) {
             trainer.save(&ckpt_path)?;
-            bar.finish_and_clear();
+            bar.finish();
             println!(
                 "  interrupted: checkpointed at update {} in {}; continue with --resume {}",
                 trainer.steps_done(),
@@ -330,30 +379,46 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             );
             return Ok(ExitCode::from(130));
         }
+        let weight_update_before = trainer.totals().weight_update;
         match trainer.step(&data)? {
             StepOutcome::Updated(r) => {
                 last_loss = Some(r.loss);
                 step_times.push(r.elapsed);
-                bar.set_position(r.step);
-                bar.set_message(format!("loss {:.3}  lr {:.2e}", r.loss, r.lr));
+                let secs = r.elapsed.as_secs_f64();
+                let tokens_per_s = tokens_per_update as f64 / secs.max(1e-9);
+                bar.update(r.step, r.loss, r.lr, tokens_per_s);
+                if let Some(log) = &mut metrics {
+                    let wu = trainer.totals().weight_update - weight_update_before;
+                    log.write(&Line::Update {
+                        step: r.step,
+                        tokens: r.step * tokens_per_update,
+                        loss: r.loss,
+                        lr: r.lr,
+                        grad_norm: r.grad_norm,
+                        ms: secs * 1e3,
+                        tokens_per_s,
+                        skipped: r.skipped,
+                        loss_scale: 1.0 / trainer.model().grad_scale(),
+                        weight_update_ms: wu.as_secs_f64() * 1e3,
+                    })?;
+                }
                 let every = |n: u64| n > 0 && r.step % n == 0 && r.step < s.steps;
                 // Baked: evaluating needs the new weights compiled; skip it when this
                 // process's budget cannot spare them (the next process evaluates later).
                 if every(args.eval_every) && can_evaluate(trainer.model()) {
                     eval_loss = trainer.eval_loss(&data, args.eval_windows)?;
+                    log_eval(&mut metrics, r.step, eval_loss)?;
                 }
                 if every(args.eval_every) || r.step == first {
                     let ev = eval_loss.map_or(String::new(), |e| format!("  held-out {e:.4}"));
-                    bar.suspend(|| {
-                        println!(
-                            "  update {:>6}  loss {:.4}{ev}  |g| {:.3}  lr {:.2e}  {:.0} ms",
-                            r.step,
-                            r.loss,
-                            r.grad_norm,
-                            r.lr,
-                            r.elapsed.as_secs_f64() * 1e3
-                        )
-                    });
+                    bar.println(&format!(
+                        "  update {:>6}  loss {:.4}{ev}  |g| {:.3}  lr {:.2e}  {:.0} ms",
+                        r.step,
+                        r.loss,
+                        r.grad_norm,
+                        r.lr,
+                        secs * 1e3
+                    ));
                 }
                 if every(args.checkpoint_every) {
                     trainer.save(&ckpt_path)?;
@@ -362,7 +427,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             StepOutcome::Finished => break,
             StepOutcome::RestartNeeded { needed, remaining } => {
                 trainer.save(&ckpt_path)?;
-                bar.finish_and_clear();
+                bar.finish();
                 if interrupted.load(Ordering::SeqCst) {
                     println!(
                         "  interrupted: checkpointed at update {}; continue with --resume {}",
@@ -380,7 +445,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             }
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     trainer.save(&ckpt_path)?;
     // Baked: the final weights' kernels are not compiled yet; evaluating and sampling need
     // them, which the compile budget may not allow in this process.
@@ -399,7 +464,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(130));
     }
     if can_run {
-        eval_loss = trainer.eval_loss(&data, args.eval_windows)?.or(eval_loss);
+        let end = trainer.eval_loss(&data, args.eval_windows)?;
+        log_eval(&mut metrics, trainer.steps_done(), end)?;
+        eval_loss = end.or(eval_loss);
     }
     let report = EfficiencyReport::new(
         &cfg,
@@ -420,6 +487,11 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         ckpt_path.display(),
         json_path.display()
     );
+    if let (true, Some(m)) = (args.plot, &args.metrics) {
+        let png = out.join("loss.png");
+        super::plot::write(m, &png)?;
+        println!("plot {}", png.display());
+    }
     if args.sample_tokens > 0 && can_run && !interrupted.load(Ordering::SeqCst) {
         let tok = trainer.tokenizer().clone();
         let text = sample(
@@ -471,7 +543,12 @@ fn default_lr(dim: usize) -> f32 {
     }
 }
 
-fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
+/// The settings of a new run; `env_accum` is `ANE_ACCUM_STEPS` (the flag wins over it).
+fn settings_from(
+    args: &TrainArgs,
+    cfg: &ModelConfig,
+    env_accum: Option<u32>,
+) -> Result<TrainSettings> {
     let steps = args.steps.unwrap_or(3000);
     if steps == 0 {
         bail!("--steps must be at least 1");
@@ -479,7 +556,7 @@ fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
     let lr = args.lr.unwrap_or_else(|| default_lr(cfg.dim));
     let s = TrainSettings {
         steps,
-        accum: args.accum.unwrap_or(1),
+        accum: args.accum.or(env_accum).unwrap_or(1),
         batch: args.batch.unwrap_or(1),
         schedule: Schedule {
             lr,
@@ -503,16 +580,4 @@ fn settings_from(args: &TrainArgs, cfg: &ModelConfig) -> Result<TrainSettings> {
         bail!("--batch must be at least 1");
     }
     Ok(s)
-}
-
-fn progress_bar(total: u64, done: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "  [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(done);
-    bar
 }
