@@ -13,17 +13,19 @@
 //! [`Model::loss_and_grads_into`], at the end.
 //!
 //! Modules: [`runner`] (one bound kernel), [`views`] (typed parameter ranges), [`workspace`]
-//! (every step buffer, allocated at build time), [`forward`], [`backward`], [`init`].
+//! (every step buffer, allocated at build time), [`forward`], [`backward`], [`step`] (one timed
+//! pass: windows to columns, loss, backward), [`init`].
 
 mod backward;
 mod forward;
 mod init;
 mod runner;
+mod step;
 mod views;
 mod workspace;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ane_mil::DType;
 use ane_runtime::{Device, Fidelity, Kernel};
@@ -32,7 +34,7 @@ use self::forward::Trunk;
 use self::runner::{compile_spec, LayerKernels, ParamsInPlace, Runner};
 use self::views::ParamRanges;
 use self::workspace::Workspace;
-use crate::host::{self, HostError, LossGrads, RopeTable};
+use crate::host::{self, HostError, RopeTable};
 use crate::kernels::{
     KernelDims, KernelError, KernelKind, KernelOptions, KernelSet, KernelSpec, WeightMode,
 };
@@ -564,201 +566,5 @@ impl Model {
                 row.iter().zip(&col).map(|(a, b)| a * b).sum()
             })
             .collect())
-    }
-
-    fn timed(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<f32> {
-        self.recompile_if_stale()?;
-        let t = Instant::now();
-        // The whole pass runs on one rayon worker: its parallel work is pushed onto that
-        // worker's own deque instead of being injected into the pool from outside, which
-        // allocates a queue block every 63 injections.
-        let out = rayon::scope(|_| self.run(tokens, grads));
-        let total = t.elapsed();
-        let mut timings = StepTimings {
-            total,
-            ..StepTimings::default()
-        };
-        for set in &mut self.layers {
-            for (kind, r) in set.iter_mut() {
-                let (d, tr) = r.take_times();
-                timings.device += d;
-                timings.per_kernel[kind.index()] += d;
-                timings.traffic += tr;
-            }
-        }
-        let attention = out.as_ref().map_or(Duration::ZERO, |&(_, a)| a);
-        timings.host = total.saturating_sub(timings.device + timings.traffic);
-        timings.attention = attention;
-        self.timings = timings;
-        out.map(|(loss, _)| loss)
-    }
-
-    /// Forward (and, given a gradient buffer, backward, accumulating into it). Returns the
-    /// loss and the time spent in host attention.
-    fn run(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<(f32, Duration)> {
-        let Model {
-            cfg,
-            set,
-            ranges,
-            params,
-            rope,
-            layers,
-            ws,
-            loss_scale,
-            compaction,
-            batch,
-            ..
-        } = self;
-        let (s, b, dloss) = (cfg.seq_len, *batch, *loss_scale);
-        let cols = s * b;
-        let one = tokens.len() == s + 1;
-        if tokens.len() != b * (s + 1) && !(one && grads.is_none()) {
-            let got = tokens.len();
-            return Err(ModelError::Shape(if b == 1 {
-                format!("a window holds seq_len + 1 = {} tokens, got {got}", s + 1)
-            } else {
-                format!(
-                    "a pass takes {b} windows of seq_len + 1 = {} tokens ({} in all; one \
-                     window for a loss alone), got {got}",
-                    s + 1,
-                    b * (s + 1)
-                )
-            }));
-        }
-        // Window k's inputs and targets go to columns k·S..(k+1)·S; one window given for a
-        // loss fills every window of the pass (the mean is that window's loss).
-        for k in 0..b {
-            let w = if one {
-                tokens
-            } else {
-                &tokens[k * (s + 1)..(k + 1) * (s + 1)]
-            };
-            ws.inputs[k * s..(k + 1) * s].copy_from_slice(&w[..s]);
-            ws.targets[k * s..(k + 1) * s].copy_from_slice(&w[1..]);
-        }
-        let trunk = Trunk {
-            cfg,
-            set: *set,
-            cols,
-            ranges,
-            params,
-        };
-        let inputs = std::mem::take(&mut ws.inputs);
-        let targets = std::mem::take(&mut ws.targets);
-        let out = Model::pass(
-            &trunk,
-            rope,
-            layers,
-            ws,
-            (&inputs, &targets),
-            dloss,
-            compaction,
-            grads,
-        );
-        ws.inputs = inputs;
-        ws.targets = targets;
-        out
-    }
-
-    /// The forward (and backward) of one pass over `inputs`/`targets` (`B·S` ids each).
-    #[allow(clippy::too_many_arguments)]
-    fn pass(
-        trunk: &Trunk<'_>,
-        rope: &RopeTable,
-        layers: &mut [LayerKernels],
-        ws: &mut Workspace,
-        (inputs, targets): (&[u32], &[u32]),
-        dloss: f32,
-        compaction: &Option<host::VocabCompaction>,
-        grads: Option<&mut [f32]>,
-    ) -> Result<(f32, Duration)> {
-        let Trunk {
-            cfg,
-            ranges,
-            params,
-            cols,
-            ..
-        } = *trunk;
-        let (d, v) = (cfg.dim, cfg.vocab_size);
-        let mut attention = trunk.run(layers, ws, inputs)?;
-        let Workspace {
-            saved,
-            x_last,
-            xf,
-            dx,
-            dx_next,
-            dxf,
-            grads: g,
-            attention: attn_ws,
-            loss: loss_ws,
-            head_rows,
-            dhead_rows,
-            mapped,
-            ..
-        } = ws;
-        let head = &params[ranges.head.clone()];
-        let Some(grads) = grads else {
-            let loss = match compaction.as_ref() {
-                None => host::classifier_loss(None, xf, head, targets, v, d, dloss, loss_ws)?,
-                Some(comp) => {
-                    comp.gather_rows(head_rows, head, d)?;
-                    comp.map_targets(mapped, targets)?;
-                    let cv = comp.compact_vocab();
-                    host::classifier_loss(None, xf, head_rows, mapped, cv, d, dloss, loss_ws)?
-                }
-            };
-            return Ok((loss, attention));
-        };
-        dxf.fill(0.0);
-        let loss = match compaction.as_ref() {
-            None => {
-                let lg = LossGrads {
-                    dx: dxf,
-                    dweight: &mut grads[ranges.head.clone()],
-                };
-                host::classifier_loss(Some(lg), xf, head, targets, v, d, dloss, loss_ws)?
-            }
-            Some(comp) => {
-                comp.gather_rows(head_rows, head, d)?;
-                comp.map_targets(mapped, targets)?;
-                dhead_rows.fill(0.0);
-                let lg = LossGrads {
-                    dx: dxf,
-                    dweight: dhead_rows,
-                };
-                let cv = comp.compact_vocab();
-                let loss =
-                    host::classifier_loss(Some(lg), xf, head_rows, mapped, cv, d, dloss, loss_ws)?;
-                comp.scatter_add_rows(&mut grads[ranges.head.clone()], dhead_rows, d)?;
-                loss
-            }
-        };
-        dx.fill(0.0);
-        host::rmsnorm_backward(
-            dx,
-            &mut grads[ranges.final_norm.clone()],
-            dxf,
-            x_last,
-            &params[ranges.final_norm.clone()],
-            d,
-            cols,
-            cfg.norm_eps,
-        )?;
-        for l in (0..cfg.n_layers).rev() {
-            attention += backward::layer_backward(
-                trunk,
-                rope,
-                &mut layers[l],
-                l,
-                &saved[l],
-                (dx, dx_next),
-                g,
-                attn_ws,
-                grads,
-            )?;
-            std::mem::swap(dx, dx_next);
-        }
-        host::embedding_backward(&mut grads[ranges.embed.clone()], inputs, dx, v, d)?;
-        Ok((loss, attention))
     }
 }
