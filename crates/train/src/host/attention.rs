@@ -121,27 +121,92 @@ pub fn attention_forward(
         .zip(ws.rows(dims.n_heads, s).par_chunks_mut(s))
         .enumerate()
         .for_each(|(h, ((out_h, lse_h), row))| {
-            let kv = h / g;
-            for w0 in (0..st).step_by(s) {
-                // Window `w0 / S`: every row of these views starts at its first column.
-                let q_h = &q[h * blk + w0..(h + 1) * blk];
-                let k_g = &k[kv * blk + w0..(kv + 1) * blk];
-                let v_g = &v[kv * blk + w0..(kv + 1) * blk];
-                let out_h = &mut out_h[w0..];
-                for i in 0..s {
-                    let p = &mut row[..=i];
-                    scores(p, q_h, k_g, hd, st, i, scale);
-                    let m = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let z = exp_in_place(p, m);
-                    lse_h[w0 + i] = m + z.ln();
-                    let inv = 1.0 / z;
-                    for c in 0..hd {
-                        out_h[c * st + i] = dot(p, &v_g[c * st..c * st + i + 1]) * inv;
-                    }
-                }
-            }
+            let head = Head {
+                q: &q[h * blk..(h + 1) * blk],
+                k: &k[h / g * blk..(h / g + 1) * blk],
+                v: &v[h / g * blk..(h / g + 1) * blk],
+                hd,
+                s,
+                st,
+                scale,
+            };
+            forward_head_widest(&head, out_h, lse_h, row);
         });
     Ok(())
+}
+
+/// One head's operands: `q` `[HD, B·S]` of the query head, `k`, `v` of its KV head (rows `st`
+/// floats apart), windows of `s` columns.
+struct Head<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    hd: usize,
+    s: usize,
+    st: usize,
+    scale: f32,
+}
+
+/// The forward pass of one head over every window: `out_h [HD, B·S]`, `lse_h [B·S]`, with the
+/// row buffer `row` (`S` floats).
+#[inline(always)]
+fn forward_head(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
+    let (hd, s, st, scale) = (x.hd, x.s, x.st, x.scale);
+    for w0 in (0..st).step_by(s) {
+        // Window `w0 / S`: every row of these views starts at its first column.
+        let (q_h, k_g, v_g) = (&x.q[w0..], &x.k[w0..], &x.v[w0..]);
+        let out_h = &mut out_h[w0..];
+        for i in 0..s {
+            let p = &mut row[..=i];
+            scores(p, q_h, k_g, hd, st, i, scale);
+            let m = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let z = exp_in_place(p, m);
+            lse_h[w0 + i] = m + z.ln();
+            let inv = 1.0 / z;
+            for c in 0..hd {
+                out_h[c * st + i] = dot(p, &v_g[c * st..c * st + i + 1]) * inv;
+            }
+        }
+    }
+}
+
+/// [`forward_head`] compiled for the widest vector ISA the CPU has: AVX-512, AVX2 + FMA, else
+/// the baseline. Same code, same arithmetic in the same order (Rust never contracts a
+/// multiply and an add into an FMA), only wider vectors.
+fn forward_head_widest(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked on the line above).
+            return unsafe { forward_head_avx512(x, out_h, lse_h, row) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
+            return unsafe { forward_head_avx2(x, out_h, lse_h, row) };
+        }
+    }
+    forward_head(x, out_h, lse_h, row)
+}
+
+/// [`forward_head`] with AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn forward_head_avx512(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
+    forward_head(x, out_h, lse_h, row)
+}
+
+/// [`forward_head`] with AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_head_avx2(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
+    forward_head(x, out_h, lse_h, row)
 }
 
 /// Gradients of [`attention_forward`], accumulated (`+=`) into `dq [QD, S]`, `dk [KVD, S]`,
@@ -186,68 +251,162 @@ pub fn attention_backward(
         )
         .enumerate()
         .for_each(|(kv, (((dq_grp, dk_g), dv_g), rows))| {
-            let (p_blk, ds_blk) = rows.split_at_mut(QB * s);
-            for (j, dq_h) in dq_grp.chunks_exact_mut(blk).enumerate() {
-                let h = kv * g + j;
-                for w0 in (0..st).step_by(s) {
-                    // Window `w0 / S`: every row of these views starts at its first column.
-                    let k_g = &k[kv * blk + w0..(kv + 1) * blk];
-                    let v_g = &v[kv * blk + w0..(kv + 1) * blk];
-                    let span = h * blk + w0..(h + 1) * blk;
-                    let (q_h, o_h, do_h) = (&q[span.clone()], &out[span.clone()], &dout[span]);
-                    let (dq_h, dk_g, dv_g) = (&mut dq_h[w0..], &mut dk_g[w0..], &mut dv_g[w0..]);
-                    let lse_h = &lse[h * st + w0..];
-                    for i0 in (0..s).step_by(QB) {
-                        // A block of queries i0..n over keys 0..n (the causal prefix of its
-                        // last query); entries past a row's own query are zero in P and dS.
-                        let n = (i0 + QB).min(s);
-                        let nb = n - i0;
-                        let (p, ds) = (&mut p_blk[..nb * n], &mut ds_blk[..nb * n]);
-                        for b in 0..nb {
-                            let i = i0 + b;
-                            let prow = &mut p[b * n..(b + 1) * n];
-                            scores(prow, q_h, k_g, hd, st, i, scale);
-                            let l = lse_h[i];
-                            let (live, masked) = prow.split_at_mut(i + 1);
-                            live.iter_mut().for_each(|x| *x = exp_f32(*x - l));
-                            masked.fill(0.0);
-                            let d_i: f32 =
-                                (0..hd).map(|c| do_h[c * st + i] * o_h[c * st + i]).sum();
-                            let dsrow = &mut ds[b * n..(b + 1) * n];
-                            combine_rows(dsrow, |c| do_h[c * st + i], v_g, hd, st, false);
-                            // dS = P·(dP − D); zero where P is.
-                            dsrow
-                                .iter_mut()
-                                .zip(prow.iter())
-                                .for_each(|(d, &pj)| *d = pj * (*d - d_i));
-                            for c in 0..hd {
-                                dq_h[c * st + i] += scale * dot(dsrow, &k_g[c * st..c * st + n]);
-                            }
-                        }
-                        for c in 0..hd {
-                            let keys = c * st..c * st + n;
-                            let dout_c = |b: usize| do_h[c * st + i0 + b];
-                            combine_rows(&mut dv_g[keys.clone()], dout_c, p, nb, n, true);
-                            let q_c = |b: usize| scale * q_h[c * st + i0 + b];
-                            combine_rows(&mut dk_g[keys], q_c, ds, nb, n, true);
-                        }
-                    }
-                }
-            }
+            let group = Group {
+                q,
+                k: &k[kv * blk..(kv + 1) * blk],
+                v: &v[kv * blk..(kv + 1) * blk],
+                out,
+                dout,
+                lse,
+                heads: kv * g..(kv + 1) * g,
+                hd,
+                s,
+                st,
+                scale,
+            };
+            backward_group_widest(&group, dq_grp, (dk_g, dv_g), rows);
         });
     Ok(())
 }
 
 /// `row[j] = scale·Σ_c q[c, i]·k[c, j]` for `j < row.len()` (`q`, `k` are one head's `HD`
 /// rows, `st` floats apart).
+#[inline(always)]
 fn scores(row: &mut [f32], q: &[f32], k: &[f32], hd: usize, st: usize, i: usize, scale: f32) {
     combine_rows(row, |c| q[c * st + i] * scale, k, hd, st, false);
+}
+
+/// One KV head's group: the operands of its query heads `heads` (whole `q`, `out`, `dout`
+/// `[QD, B·S]` and `lse [NH, B·S]`) and its own `k`, `v` `[HD, B·S]`.
+struct Group<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    out: &'a [f32],
+    dout: &'a [f32],
+    lse: &'a [f32],
+    heads: std::ops::Range<usize>,
+    hd: usize,
+    s: usize,
+    st: usize,
+    scale: f32,
+}
+
+/// The backward pass of one KV head's group over every window: accumulates its query heads'
+/// `dq_grp` and its own `dk_g`, `dv_g`, with `rows` (`2·QB·S` floats) of scratch.
+#[inline(always)]
+fn backward_group(
+    x: &Group<'_>,
+    dq_grp: &mut [f32],
+    (dk_g, dv_g): (&mut [f32], &mut [f32]),
+    rows: &mut [f32],
+) {
+    let (hd, s, st, scale) = (x.hd, x.s, x.st, x.scale);
+    let blk = hd * st;
+    let (p_blk, ds_blk) = rows.split_at_mut(QB * s);
+    for (h, dq_h) in x.heads.clone().zip(dq_grp.chunks_exact_mut(blk)) {
+        for w0 in (0..st).step_by(s) {
+            // Window `w0 / S`: every row of these views starts at its first column.
+            let (k_g, v_g) = (&x.k[w0..], &x.v[w0..]);
+            let span = h * blk + w0..(h + 1) * blk;
+            let (q_h, o_h, do_h) = (&x.q[span.clone()], &x.out[span.clone()], &x.dout[span]);
+            let (dq_h, dk_g, dv_g) = (&mut dq_h[w0..], &mut dk_g[w0..], &mut dv_g[w0..]);
+            let lse_h = &x.lse[h * st + w0..];
+            for i0 in (0..s).step_by(QB) {
+                // A block of queries i0..n over keys 0..n (the causal prefix of its
+                // last query); entries past a row's own query are zero in P and dS.
+                let n = (i0 + QB).min(s);
+                let nb = n - i0;
+                let (p, ds) = (&mut p_blk[..nb * n], &mut ds_blk[..nb * n]);
+                for b in 0..nb {
+                    let i = i0 + b;
+                    let prow = &mut p[b * n..(b + 1) * n];
+                    scores(prow, q_h, k_g, hd, st, i, scale);
+                    let l = lse_h[i];
+                    let (live, masked) = prow.split_at_mut(i + 1);
+                    live.iter_mut().for_each(|x| *x = exp_f32(*x - l));
+                    masked.fill(0.0);
+                    let d_i: f32 = (0..hd).map(|c| do_h[c * st + i] * o_h[c * st + i]).sum();
+                    let dsrow = &mut ds[b * n..(b + 1) * n];
+                    combine_rows(dsrow, |c| do_h[c * st + i], v_g, hd, st, false);
+                    // dS = P·(dP − D); zero where P is.
+                    dsrow
+                        .iter_mut()
+                        .zip(prow.iter())
+                        .for_each(|(d, &pj)| *d = pj * (*d - d_i));
+                    for c in 0..hd {
+                        dq_h[c * st + i] += scale * dot(dsrow, &k_g[c * st..c * st + n]);
+                    }
+                }
+                for c in 0..hd {
+                    let keys = c * st..c * st + n;
+                    let dout_c = |b: usize| do_h[c * st + i0 + b];
+                    combine_rows(&mut dv_g[keys.clone()], dout_c, p, nb, n, true);
+                    let q_c = |b: usize| scale * q_h[c * st + i0 + b];
+                    combine_rows(&mut dk_g[keys], q_c, ds, nb, n, true);
+                }
+            }
+        }
+    }
+}
+
+/// [`backward_group`] compiled for the widest vector ISA the CPU has (see
+/// [`forward_head_widest`]).
+fn backward_group_widest(
+    x: &Group<'_>,
+    dq_grp: &mut [f32],
+    dkv: (&mut [f32], &mut [f32]),
+    rows: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked on the line above).
+            return unsafe { backward_group_avx512(x, dq_grp, dkv, rows) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
+            return unsafe { backward_group_avx2(x, dq_grp, dkv, rows) };
+        }
+    }
+    backward_group(x, dq_grp, dkv, rows)
+}
+
+/// [`backward_group`] with AVX-512.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn backward_group_avx512(
+    x: &Group<'_>,
+    dq_grp: &mut [f32],
+    dkv: (&mut [f32], &mut [f32]),
+    rows: &mut [f32],
+) {
+    backward_group(x, dq_grp, dkv, rows)
+}
+
+/// [`backward_group`] with AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_group_avx2(
+    x: &Group<'_>,
+    dq_grp: &mut [f32],
+    dkv: (&mut [f32], &mut [f32]),
+    rows: &mut [f32],
+) {
+    backward_group(x, dq_grp, dkv, rows)
 }
 
 /// `out[j] (+)= Σ_c coef(c)·m[c, j]` for `j < out.len()`, `m` holding `rows` rows of stride `s`:
 /// 16 columns at a time in registers, so each element of `m` is loaded once and `out` stored
 /// once per group of 64 rows (a head dim up to 64 is one group).
-#[inline]
+#[inline(always)]
 fn combine_rows(
     out: &mut [f32],
     coef: impl Fn(usize) -> f32,
@@ -290,6 +449,7 @@ fn combine_rows(
 }
 
 /// `p ← exp(p − m)`; returns `Σ p`.
+#[inline(always)]
 fn exp_in_place(p: &mut [f32], m: f32) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = p.chunks_exact_mut(16);
@@ -308,7 +468,7 @@ fn exp_in_place(p: &mut [f32], m: f32) -> f32 {
 }
 
 /// `Σ x·y` with 16 independent partial sums (so it vectorises without reassociation).
-#[inline]
+#[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));

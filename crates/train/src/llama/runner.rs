@@ -309,18 +309,21 @@ mod tests {
     use super::*;
     use crate::kernels::{KernelDims, KernelOptions, WeightMode};
 
+    /// D 32, two heads of 16, H 64, one window of 32.
+    const DIMS: KernelDims = KernelDims {
+        dim: 32,
+        q_dim: 32,
+        kv_dim: 32,
+        hidden: 64,
+        n_heads: 2,
+        n_kv_heads: 2,
+        head_dim: 16,
+        seq: 32,
+        window: 32,
+    };
+
     fn runner(device: &str, mode: WeightMode) -> Runner {
-        let dims = KernelDims {
-            dim: 32,
-            q_dim: 32,
-            kv_dim: 32,
-            hidden: 64,
-            n_heads: 2,
-            n_kv_heads: 2,
-            head_dim: 16,
-            seq: 32,
-            window: 32,
-        };
+        let dims = DIMS;
         let opts = KernelOptions {
             dtype: DType::Fp32,
             ..KernelOptions::default()
@@ -405,17 +408,7 @@ mod tests {
     /// tensor: writing the buffer changes the next evaluation, no staging involved.
     #[test]
     fn as_stored_params_weights_are_read_in_place() {
-        let dims = KernelDims {
-            dim: 32,
-            q_dim: 32,
-            kv_dim: 32,
-            hidden: 64,
-            n_heads: 2,
-            n_kv_heads: 2,
-            head_dim: 16,
-            seq: 32,
-            window: 32,
-        };
+        let dims = DIMS;
         let opts = KernelOptions {
             dtype: DType::Fp32,
             weights_as_stored: true,
