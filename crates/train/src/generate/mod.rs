@@ -14,7 +14,9 @@ pub use sampler::Sampler;
 
 use rayon::prelude::*;
 
-use crate::model::{kv_head_of, ModelConfig, ParamKind};
+use crate::host::RopeTable;
+use crate::llama::Ranges;
+use crate::model::{kv_head_of, ModelConfig};
 use crate::tokenizer::{BOS, EOS};
 
 /// What is wrong with a decoding request.
@@ -95,38 +97,32 @@ impl<'a> Decoder<'a> {
             });
         }
         let table = cfg.params();
-        let get = |kind: ParamKind, layer: Option<usize>| -> &'a [f32] {
-            table
-                .iter()
-                .find(|s| s.kind == kind && s.layer == layer)
-                .map_or(&[][..], |s| &params[s.range()])
-        };
-        let layers = (0..cfg.n_layers)
-            .map(|l| Layer {
-                attn_norm: get(ParamKind::AttnNorm, Some(l)),
-                wq: get(ParamKind::Wq, Some(l)),
-                wk: get(ParamKind::Wk, Some(l)),
-                wv: get(ParamKind::Wv, Some(l)),
-                wo: get(ParamKind::Wo, Some(l)),
-                ffn_norm: get(ParamKind::FfnNorm, Some(l)),
-                w1: get(ParamKind::W1, Some(l)),
-                w2: get(ParamKind::W2, Some(l)),
-                w3: get(ParamKind::W3, Some(l)),
+        let ranges = Ranges::new(cfg, &table)
+            .ok_or_else(|| DecodeError::Config("the parameter table misses a tensor".into()))?;
+        let at = |r: &std::ops::Range<usize>| -> &'a [f32] { &params[r.clone()] };
+        let layers = ranges
+            .layers
+            .iter()
+            .map(|r| Layer {
+                attn_norm: at(&r.attn_norm),
+                wq: at(&r.wq),
+                wk: at(&r.wk),
+                wv: at(&r.wv),
+                wo: at(&r.wo),
+                ffn_norm: at(&r.ffn_norm),
+                w1: at(&r.w1),
+                w2: at(&r.w2),
+                w3: at(&r.w3),
             })
             .collect();
-        let head_kind = if cfg.tied_classifier {
-            ParamKind::Embed
-        } else {
-            ParamKind::Classifier
-        };
         let cache = cfg.n_layers * cfg.seq_len * cfg.kv_dim();
         Ok(Decoder {
-            embed: get(ParamKind::Embed, None),
+            embed: at(&ranges.embed),
             layers,
-            final_norm: get(ParamKind::FinalNorm, None),
-            head: get(head_kind, None),
+            final_norm: at(&ranges.final_norm),
+            head: at(&ranges.head),
             freqs: (0..cfg.head_dim / 2)
-                .map(|i| f64::from(cfg.rope_theta).powf(-2.0 * i as f64 / cfg.head_dim as f64))
+                .map(|i| RopeTable::freq(i, cfg.head_dim, cfg.rope_theta))
                 .collect(),
             keys: vec![0.0; cache],
             values: vec![0.0; cache],

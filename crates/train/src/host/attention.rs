@@ -174,19 +174,15 @@ fn forward_head(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f
 /// the baseline. Same code, same arithmetic in the same order (Rust never contracts a
 /// multiply and an add into an FMA), only wider vectors.
 fn forward_head_widest(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            return unsafe { forward_head_avx512(x, out_h, lse_h, row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
-            return unsafe { forward_head_avx2(x, out_h, lse_h, row) };
-        }
+    match super::isa::widest() {
+        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx512 => unsafe { forward_head_avx512(x, out_h, lse_h, row) },
+        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx2 => unsafe { forward_head_avx2(x, out_h, lse_h, row) },
+        _ => forward_head(x, out_h, lse_h, row),
     }
-    forward_head(x, out_h, lse_h, row)
 }
 
 /// [`forward_head`] with AVX-512.
@@ -358,19 +354,15 @@ fn backward_group_widest(
     dkv: (&mut [f32], &mut [f32]),
     rows: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            return unsafe { backward_group_avx512(x, dq_grp, dkv, rows) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
-            return unsafe { backward_group_avx2(x, dq_grp, dkv, rows) };
-        }
+    match super::isa::widest() {
+        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx512 => unsafe { backward_group_avx512(x, dq_grp, dkv, rows) },
+        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx2 => unsafe { backward_group_avx2(x, dq_grp, dkv, rows) },
+        _ => backward_group(x, dq_grp, dkv, rows),
     }
-    backward_group(x, dq_grp, dkv, rows)
 }
 
 /// [`backward_group`] with AVX-512.

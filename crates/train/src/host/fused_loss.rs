@@ -121,19 +121,15 @@ pub fn classifier_loss(
 /// [`softmax_row`] compiled for the widest vector ISA the CPU has (AVX-512, AVX2 + FMA, else
 /// the baseline): the same arithmetic in the same order, only wider.
 fn softmax_row_widest(row: &mut [f32], target: usize, scale: Option<f32>) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            return unsafe { softmax_row_avx512(row, target, scale) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
-            return unsafe { softmax_row_avx2(row, target, scale) };
-        }
+    match super::isa::widest() {
+        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx512 => unsafe { softmax_row_avx512(row, target, scale) },
+        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        super::isa::Isa::Avx2 => unsafe { softmax_row_avx2(row, target, scale) },
+        _ => softmax_row(row, target, scale),
     }
-    softmax_row(row, target, scale)
 }
 
 /// [`softmax_row`] with AVX-512.

@@ -21,6 +21,7 @@ pub mod embedding;
 pub mod fused_loss;
 pub mod gemm;
 pub mod gqa;
+mod isa;
 pub mod loss;
 pub mod residual;
 pub mod rmsnorm;
