@@ -62,7 +62,7 @@ fn close(got: f32, want: f64, tol: f64) -> bool {
     (got as f64 - want).abs() <= tol * (1.0 + want.abs())
 }
 
-const LAYOUTS: [AttentionDims; 3] = [
+const LAYOUTS: [AttentionDims; 5] = [
     AttentionDims {
         n_heads: 2,
         n_kv_heads: 2,
@@ -83,6 +83,21 @@ const LAYOUTS: [AttentionDims; 3] = [
         head_dim: 4,
         seq: 5,
         windows: 3,
+    },
+    // Head dims from 32 run on GEMM tiles of 64 queries: a partial last tile, GQA, windows.
+    AttentionDims {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 32,
+        seq: 70,
+        windows: 2,
+    },
+    AttentionDims {
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 64,
+        seq: 130,
+        windows: 1,
     },
 ];
 

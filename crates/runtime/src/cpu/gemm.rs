@@ -204,6 +204,149 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<(), GemmLe
     Ok(())
 }
 
+/// A strided matrix inside a slice: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The elements (the view may skip some).
+    pub data: &'a [f32],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Elements between consecutive rows.
+    pub rs: usize,
+    /// Elements between consecutive columns.
+    pub cs: usize,
+}
+
+/// A writable strided matrix inside a slice (as [`View`]); its rows (or its columns) must lie
+/// side by side without overlap, so every `(i, j)` is a distinct element.
+#[derive(Debug)]
+pub struct ViewMut<'a> {
+    /// The elements (the view may skip some).
+    pub data: &'a mut [f32],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Elements between consecutive rows.
+    pub rs: usize,
+    /// Elements between consecutive columns.
+    pub cs: usize,
+}
+
+/// Whether every element of a `rows × cols` view with strides `(rs, cs)` lies in `len`
+/// elements (true for an empty view).
+fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    (rows - 1)
+        .checked_mul(rs)
+        .zip((cols - 1).checked_mul(cs))
+        .and_then(|(a, b)| a.checked_add(b))
+        .is_some_and(|last| last < len)
+}
+
+/// Strided operands whose dims do not chain or that reach past their slices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "strided gemm: C {c_rows}x{c_cols}, A {a_rows}x{a_cols}, B {b_rows}x{b_cols} do not chain, \
+     or a view reaches past its slice or repeats an element of C"
+)]
+pub struct ViewError {
+    /// Rows, columns of C.
+    pub c_rows: usize,
+    /// Columns of C.
+    pub c_cols: usize,
+    /// Rows of A.
+    pub a_rows: usize,
+    /// Columns of A.
+    pub a_cols: usize,
+    /// Rows of B.
+    pub b_rows: usize,
+    /// Columns of B.
+    pub b_cols: usize,
+}
+
+/// `C (+)= A·B` on strided views, on the calling thread only (for products inside an already
+/// parallel loop, such as attention tiles): the same packed SGEMM as [`matmul`], with this
+/// thread's packing scratch (no allocation once [`reserve_scratch`] ran). Views that do not
+/// chain (`A.cols == B.rows`, `C = A.rows × B.cols`) or that reach past their slices are a
+/// [`ViewError`] and nothing is written.
+pub fn matmul_views(
+    c: ViewMut<'_>,
+    a: View<'_>,
+    b: View<'_>,
+    accumulate: bool,
+) -> Result<(), ViewError> {
+    let err = || ViewError {
+        c_rows: c.rows,
+        c_cols: c.cols,
+        a_rows: a.rows,
+        a_cols: a.cols,
+        b_rows: b.rows,
+        b_cols: b.cols,
+    };
+    // Distinct elements of C: rows side by side without overlap, or columns.
+    let distinct = c.rows <= 1
+        || c.cols <= 1
+        || (c.cs > 0 && c.rs >= c.cols.saturating_mul(c.cs))
+        || (c.rs > 0 && c.cs >= c.rows.saturating_mul(c.rs));
+    let distinct = distinct && (c.rows <= 1 || c.rs > 0) && (c.cols <= 1 || c.cs > 0);
+    if a.rows != c.rows
+        || b.cols != c.cols
+        || a.cols != b.rows
+        || !distinct
+        || !fits(c.data.len(), c.rows, c.cols, c.rs, c.cs)
+        || !fits(a.data.len(), a.rows, a.cols, a.rs, a.cs)
+        || !fits(b.data.len(), b.rows, b.cols, b.rs, b.cs)
+    {
+        return Err(err());
+    }
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    if m == 0 || n == 0 || (k == 0 && accumulate) {
+        return Ok(());
+    }
+    let isz = |x: usize| x as isize;
+    let mat = |ptr: *mut f32, rs: usize, cs: usize| Mat {
+        ptr: Ptr(ptr),
+        rs: isz(rs),
+        cs: isz(cs),
+    };
+    SCRATCH.with(|cell| {
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let scratch = match guard.as_mut() {
+            Ok(s) => &mut **s,
+            Err(_) => &mut own,
+        };
+        let need = scratch_len(m, n, 1);
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
+        // SAFETY: `fits` checked that every (i, j) of each view lies inside its slice (so the
+        // strides, each at most a slice length, fit isize); C is exclusively borrowed, so it
+        // aliases neither A nor B, and its elements are distinct (checked); when accumulating
+        // it is initialised (a slice). One task uses the scratch of scratch_len(m, n, 1)
+        // floats, on this thread.
+        unsafe {
+            sgemm_acc(
+                m,
+                n,
+                k,
+                mat(a.data.as_ptr() as *mut f32, a.rs, a.cs),
+                mat(b.data.as_ptr() as *mut f32, b.rs, b.cs),
+                mat(c.data.as_mut_ptr(), c.rs, c.cs),
+                Ptr(scratch.as_mut_ptr()),
+                1,
+                accumulate,
+            )
+        };
+    });
+    Ok(())
+}
+
 /// Accelerate's `cblas_sgemm`; `None` where it does not resolve or a dim does not fit `i32`.
 /// Dims are non-zero and the lengths checked by the caller.
 fn accelerate_matmul(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Option<()> {
@@ -317,5 +460,83 @@ mod tests {
         assert_eq!(c, vec![3.0; 4]);
         matmul(&mut c, &[], &[], Gemm::new(2, 2, 0)).unwrap();
         assert_eq!(c, vec![0.0; 4]);
+    }
+
+    #[test]
+    fn strided_views_match_f64_and_reject_overreach() {
+        // A = rows 1..4 of a [5, 7] buffer, columns 2..6, read transposed (A is 4x4 of it).
+        let buf: Vec<f32> = (0..35).map(|x| (x as f32 * 0.37).sin()).collect();
+        let bt: Vec<f32> = (0..40).map(|x| (x as f32 * 0.11).cos()).collect();
+        let (m, k, n) = (4, 3, 5);
+        let a = View {
+            data: &buf[9..],
+            rows: m,
+            cols: k,
+            rs: 1,
+            cs: 7,
+        };
+        let b = View {
+            data: &bt,
+            rows: k,
+            cols: n,
+            rs: 1,
+            cs: 8,
+        };
+        let mut cbuf = vec![0.5f32; 60];
+        let c0 = cbuf.clone();
+        matmul_views(
+            ViewMut {
+                data: &mut cbuf[3..],
+                rows: m,
+                cols: n,
+                rs: 11,
+                cs: 2,
+            },
+            a,
+            b,
+            true,
+        )
+        .unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|p| buf[9 + i + p * 7] as f64 * bt[p + j * 8] as f64)
+                    .sum::<f64>()
+                    + 0.5;
+                let got = cbuf[3 + i * 11 + j * 2] as f64;
+                assert!((got - want).abs() < 1e-5, "[{i},{j}] {got} vs {want}");
+            }
+        }
+        // Elements outside the view are untouched.
+        let touched =
+            |x: usize| x >= 3 && (x - 3) % 11 % 2 == 0 && (x - 3) / 11 < m && (x - 3) % 11 / 2 < n;
+        for (x, (&now, &was)) in cbuf.iter().zip(&c0).enumerate() {
+            if !touched(x) {
+                assert_eq!(now, was, "element {x}");
+            }
+        }
+        // A view one element too long is refused, and C is not written.
+        let short = View {
+            data: &bt[..(k - 1) + (n - 1) * 8],
+            ..b
+        };
+        let before = cbuf.clone();
+        let c = ViewMut {
+            data: &mut cbuf,
+            rows: m,
+            cols: n,
+            rs: n,
+            cs: 1,
+        };
+        assert!(matmul_views(c, a, short, false).is_err());
+        assert_eq!(cbuf, before);
+        let c = ViewMut {
+            data: &mut cbuf,
+            rows: m,
+            cols: n,
+            rs: 1,
+            cs: 1,
+        };
+        assert!(matmul_views(c, a, b, false).is_err(), "repeated C elements");
     }
 }

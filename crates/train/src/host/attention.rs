@@ -18,6 +18,7 @@
 use ane_runtime::cpu::ops::math::exp_f32;
 use rayon::prelude::*;
 
+use super::attention_tiled as tiled;
 use super::{check_len, HostError};
 use crate::model::kv_head_of;
 
@@ -83,8 +84,8 @@ pub struct AttentionWorkspace {
 impl AttentionWorkspace {
     /// Row buffers for the layout `dims`, so that no call with it allocates.
     pub fn for_dims(dims: AttentionDims) -> AttentionWorkspace {
-        let forward = dims.n_heads * dims.seq;
-        let backward = dims.n_kv_heads * 2 * QB * dims.seq;
+        let forward = dims.n_heads * forward_rows(dims);
+        let backward = dims.n_kv_heads * backward_rows(dims);
         AttentionWorkspace {
             rows: vec![0.0; forward.max(backward)],
         }
@@ -93,6 +94,29 @@ impl AttentionWorkspace {
     fn rows(&mut self, tasks: usize, per: usize) -> &mut [f32] {
         self.rows.resize(tasks * per, 0.0);
         &mut self.rows
+    }
+}
+
+/// Whether `dims` runs on the GEMM-tiled bodies ([`tiled`]).
+fn is_tiled(dims: AttentionDims) -> bool {
+    dims.head_dim >= tiled::MIN_HEAD_DIM
+}
+
+/// Row-buffer floats of one forward task (a query head).
+fn forward_rows(dims: AttentionDims) -> usize {
+    if is_tiled(dims) {
+        tiled::forward_rows(dims.seq)
+    } else {
+        dims.seq
+    }
+}
+
+/// Row-buffer floats of one backward task (a KV head's group).
+fn backward_rows(dims: AttentionDims) -> usize {
+    if is_tiled(dims) {
+        tiled::backward_rows(dims.seq)
+    } else {
+        2 * QB * dims.seq
     }
 }
 
@@ -116,11 +140,13 @@ pub fn attention_forward(
     }
     let scale = 1.0 / (hd as f32).sqrt();
     let blk = hd * st;
+    let per = forward_rows(dims);
+    let tiled = is_tiled(dims);
     out.par_chunks_mut(blk)
         .zip(lse.par_chunks_mut(st))
-        .zip(ws.rows(dims.n_heads, s).par_chunks_mut(s))
+        .zip(ws.rows(dims.n_heads, per).par_chunks_mut(per))
         .enumerate()
-        .for_each(|(h, ((out_h, lse_h), row))| {
+        .try_for_each(|(h, ((out_h, lse_h), row))| {
             let head = Head {
                 q: &q[h * blk..(h + 1) * blk],
                 k: &k[h / g * blk..(h / g + 1) * blk],
@@ -130,22 +156,18 @@ pub fn attention_forward(
                 st,
                 scale,
             };
+            if tiled {
+                return tiled::forward_head(&head, out_h, lse_h, row);
+            }
             forward_head_widest(&head, out_h, lse_h, row);
-        });
+            Ok(())
+        })?;
     Ok(())
 }
 
 /// One head's operands: `q` `[HD, B·S]` of the query head, `k`, `v` of its KV head (rows `st`
 /// floats apart), windows of `s` columns.
-struct Head<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    hd: usize,
-    s: usize,
-    st: usize,
-    scale: f32,
-}
+use tiled::Operands as Head;
 
 /// The forward pass of one head over every window: `out_h [HD, B·S]`, `lse_h [B·S]`, with the
 /// row buffer `row` (`S` floats).
@@ -237,20 +259,40 @@ pub fn attention_backward(
     }
     let scale = 1.0 / (hd as f32).sqrt();
     let blk = hd * st;
-    let rows_per_task = 2 * QB * s;
+    let per = backward_rows(dims);
+    let tiled = is_tiled(dims);
     dq.par_chunks_mut(g * blk)
         .zip(dk.par_chunks_mut(blk))
         .zip(dv.par_chunks_mut(blk))
-        .zip(
-            ws.rows(dims.n_kv_heads, rows_per_task)
-                .par_chunks_mut(rows_per_task),
-        )
+        .zip(ws.rows(dims.n_kv_heads, per).par_chunks_mut(per))
         .enumerate()
-        .for_each(|(kv, (((dq_grp, dk_g), dv_g), rows))| {
+        .try_for_each(|(kv, (((dq_grp, dk_g), dv_g), rows))| {
+            let (k, v) = (&k[kv * blk..(kv + 1) * blk], &v[kv * blk..(kv + 1) * blk]);
+            if tiled {
+                for (h, dq_h) in (kv * g..(kv + 1) * g).zip(dq_grp.chunks_exact_mut(blk)) {
+                    let span = h * blk..(h + 1) * blk;
+                    let head = Head {
+                        q: &q[span.clone()],
+                        k,
+                        v,
+                        hd,
+                        s,
+                        st,
+                        scale,
+                    };
+                    let saved = tiled::Saved {
+                        o: &out[span.clone()],
+                        dout: &dout[span],
+                        lse: &lse[h * st..(h + 1) * st],
+                    };
+                    tiled::backward_head(&head, &saved, dq_h, (&mut *dk_g, &mut *dv_g), rows)?;
+                }
+                return Ok(());
+            }
             let group = Group {
                 q,
-                k: &k[kv * blk..(kv + 1) * blk],
-                v: &v[kv * blk..(kv + 1) * blk],
+                k,
+                v,
                 out,
                 dout,
                 lse,
@@ -261,7 +303,8 @@ pub fn attention_backward(
                 scale,
             };
             backward_group_widest(&group, dq_grp, (dk_g, dv_g), rows);
-        });
+            Ok(())
+        })?;
     Ok(())
 }
 

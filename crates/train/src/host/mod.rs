@@ -17,6 +17,7 @@
 //! checked by central finite differences of its forward.
 
 pub mod attention;
+mod attention_tiled;
 pub mod embedding;
 pub mod fused_loss;
 pub mod gemm;
