@@ -508,8 +508,9 @@ mod tests {
             }
         }
         // Elements outside the view are untouched.
-        let touched =
-            |x: usize| x >= 3 && (x - 3) % 11 % 2 == 0 && (x - 3) / 11 < m && (x - 3) % 11 / 2 < n;
+        let touched = |x: usize| {
+            x >= 3 && ((x - 3) % 11).is_multiple_of(2) && (x - 3) / 11 < m && (x - 3) % 11 / 2 < n
+        };
         for (x, (&now, &was)) in cbuf.iter().zip(&c0).enumerate() {
             if !touched(x) {
                 assert_eq!(now, was, "element {x}");
