@@ -52,7 +52,7 @@ def ours(exe, work, preset, seq, steps):
     out = os.path.join(work, f"{preset}-{seq}")
     report = os.path.join(out, "report.json")
     _, rss = run_measured(
-        [exe, "train", "--device", "cpu", "--model", preset, "--seq-len", str(seq),
+        [exe, "train", "--device", "cpu", "--tokenizer", "bytes", "--model", preset, "--seq-len", str(seq),
          "--steps", str(steps), "--eval-every", "0", "--checkpoint-every", "0",
          "--sample-tokens", "0", "--out", out, "--json", report],
         capture=False,

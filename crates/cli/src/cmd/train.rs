@@ -120,8 +120,10 @@ pub struct TrainArgs {
     /// comma-separated or repeated) instead of --corpus; needs --tokenizer.
     #[arg(long, value_delimiter = ',', conflicts_with = "corpus")]
     pub data: Vec<PathBuf>,
-    /// A llama2.c `tokenizer.bin`: tokenizes --corpus, names the ids of --data, and is saved
-    /// in the checkpoint [default: the byte tokenizer, or the --init file's].
+    /// The tokenizer, saved in the checkpoint: a llama2.c `tokenizer.bin` (tokenizes --corpus,
+    /// names the ids of --data), `bpe` (learn one with the model's vocabulary from the
+    /// corpus's training documents), or `bytes` (one id per byte) [default: the --init file's;
+    /// else `bpe` when the vocabulary has more than 259 ids, `bytes` otherwise].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Start from the weights in this file (our checkpoint, llama2.c model.bin, safetensors
@@ -479,6 +481,14 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         eval_loss,
     );
     print!("{}", report.render());
+    if let Some(e) = eval_loss {
+        let bytes = trainer.tokenizer().decode(0, &data.eval).len();
+        if bytes > 0 {
+            // Comparable across tokenizers: nats per token × tokens per byte ÷ ln 2.
+            let bpb = f64::from(e) * data.eval.len() as f64 / bytes as f64 / std::f64::consts::LN_2;
+            println!("  held-out {e:.4} nats/token = {bpb:.3} bits/byte");
+        }
+    }
     let json_path = args.json.clone().unwrap_or_else(|| out.join("report.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;

@@ -11,4 +11,4 @@ mod tokenizer;
 mod windows;
 
 pub use tokenizer::ByteTokenizer;
-pub use windows::{split_documents, DataError, TokenData, WindowSampler};
+pub use windows::{held_out_start, split_documents, DataError, TokenData, WindowSampler};

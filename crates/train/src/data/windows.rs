@@ -46,6 +46,29 @@ pub struct TokenData {
     pub eval: Vec<u32>,
 }
 
+/// The index of the first held-out document of `docs`: the one that starts at or after
+/// `1 - eval_fraction` of the byte tokens (`BOS` + bytes per document), which is where
+/// [`TokenData::from_text`] splits the same text. `docs.len()` when none does or the
+/// fraction is 0; the fraction must be in `0..=0.5`.
+pub fn held_out_start(docs: &[&[u8]], eval_fraction: f64) -> Result<usize, DataError> {
+    if !(0.0..=0.5).contains(&eval_fraction) {
+        return Err(DataError::BadFraction(eval_fraction));
+    }
+    if eval_fraction == 0.0 {
+        return Ok(docs.len());
+    }
+    let total: usize = docs.iter().map(|d| d.len() + 1).sum();
+    let want = ((total as f64) * (1.0 - eval_fraction)).round() as usize;
+    let mut start = 0;
+    for (i, d) in docs.iter().enumerate() {
+        if start >= want {
+            return Ok(i);
+        }
+        start += d.len() + 1;
+    }
+    Ok(docs.len())
+}
+
 impl TokenData {
     /// Splits `text` into documents at blank lines, encodes each as `BOS` + bytes, and holds
     /// out the documents that make up the last `eval_fraction` of the tokens (`0..=0.5`).
@@ -65,6 +88,17 @@ impl TokenData {
             tokens.extend(tok.encode(doc, true));
         }
         Self::from_ids(tokens, eval_fraction)
+    }
+
+    /// Encodes `docs` with `tok` (BOS first in each), holding out the documents from
+    /// `first_held_out` on (see [`held_out_start`]).
+    pub fn from_documents(docs: &[&[u8]], first_held_out: usize, tok: &TextTokenizer) -> TokenData {
+        let at = first_held_out.min(docs.len());
+        let encode = |part: &[&[u8]]| part.iter().flat_map(|d| tok.encode(d, true)).collect();
+        TokenData {
+            train: encode(&docs[..at]),
+            eval: encode(&docs[at..]),
+        }
     }
 
     /// Splits a token stream whose documents start with BOS: the held-out part starts at the
@@ -199,6 +233,21 @@ impl WindowSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_split_matches_the_byte_token_split() {
+        let text = crate::data::corpus::builtin();
+        let docs = split_documents(text.as_bytes());
+        for f in [0.0, 0.05, 0.3, 0.5] {
+            let at = held_out_start(&docs, f).unwrap();
+            let by_docs = TokenData::from_documents(&docs, at, &TextTokenizer::Bytes);
+            let by_tokens = TokenData::from_text(text.as_bytes(), f).unwrap();
+            assert_eq!(by_docs.train, by_tokens.train, "fraction {f}");
+            assert_eq!(by_docs.eval, by_tokens.eval, "fraction {f}");
+        }
+        assert!(held_out_start(&docs, 0.6).is_err());
+        assert_eq!(held_out_start(&[], 0.1).unwrap(), 0);
+    }
 
     #[test]
     fn documents_split_at_blank_lines_and_hold_out_whole_documents() {

@@ -288,7 +288,7 @@ impl ModelConfig {
     ///
     /// | preset | D | layers | NH / NKV / HD | HID | V | S | α |
     /// |---|---|---|---|---|---|---|---|
-    /// | `tiny` | 64 | 5 | 8 / 4 / 8 | 176 | 259 | 128 | 1 |
+    /// | `tiny` | 64 | 5 | 8 / 4 / 8 | 176 | 512 | 128 | 1 |
     /// | `stories260k` | 64 | 5 | 8 / 4 / 8 | 172 | 512 | 512 | 1 |
     /// | `stories15m` | 288 | 6 | 6 / 6 / 48 | 768 | 32000 | 256 | 1 |
     /// | `stories42m` | 512 | 8 | 8 / 8 / 64 | 1376 | 32000 | 1024 | 1 |
@@ -297,7 +297,8 @@ impl ModelConfig {
     ///
     /// `tiny` is the model of `ane-train train`'s default run: Stories260K's layers with the
     /// FFN widened from 172 to 176 (a multiple of 16, so no Neural Engine kernel input needs
-    /// padding), the byte tokenizer's 259-id vocabulary and 128-token windows. The `stories*` presets are the llama2.c
+    /// padding), Stories260K's 512-id vocabulary (the default run learns a 512-id BPE tokenizer
+    /// from its corpus) and 128-token windows. The `stories*` presets are the llama2.c
     /// TinyStories shapes (tied classifier, α = 1, so
     /// llama2.c checkpoints load as they are). `stories110m` uses S = 256, as upstream trains
     /// it, instead of llama2.c's 1024: RoPE has no learned positions, so a 1024-trained
@@ -306,7 +307,7 @@ impl ModelConfig {
     /// θ = 10000 (the real model uses 1e6), DeepNet residual scale `1/sqrt(2·28)`.
     pub fn preset(name: &str) -> Result<ModelConfig, ConfigError> {
         let cfg = match name {
-            "tiny" => Self::llama(name, 64, 5, 8, 4, 8, 176, 259, 128),
+            "tiny" => Self::llama(name, 64, 5, 8, 4, 8, 176, 512, 128),
             "stories260k" => Self::llama(name, 64, 5, 8, 4, 8, 172, 512, 512),
             "stories15m" => Self::llama(name, 288, 6, 6, 6, 48, 768, 32_000, 256),
             "stories42m" => Self::llama(name, 512, 8, 8, 8, 64, 1376, 32_000, 1024),
