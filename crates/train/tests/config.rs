@@ -37,7 +37,7 @@ fn every_preset_validates_with_its_parameter_count() {
     // shapes; Stories110M matches the reference table (84.95 M + 24.58 M = 109.53 M) and
     // Qwen3-0.6B (440.46 M + 155.58 M = 596.0 M).
     let want = [
-        ("tiny", 231_104, 16_576),
+        ("tiny", 231_104, 32_768),
         ("stories260k", 227_264, 32_768),
         ("stories15m", 5_975_712, 9_216_000),
         ("stories42m", 25_305_600, 16_384_000),
