@@ -42,12 +42,9 @@ pub(super) fn layer_backward(
     let acc = |m, n| Gemm::new(m, n, s).b_transposed().accumulating();
     let Grads {
         dffn,
-        dx_ffn,
         dx2,
         dx2s,
         dxn,
-        dx_kv,
-        dgate,
         dh1,
         dh3,
         da,
@@ -68,28 +65,37 @@ pub(super) fn layer_backward(
     scaled(dffn, dy, alpha);
     let kern = k.get(KernelKind::FfnBwdW2t)?;
     kern.run(&[("dffn", &dffn[..])])?;
-    kern.part_into("dgate", &mut dgate[..])?;
     dh1.fill(0.0);
     dh3.fill(0.0);
-    host::swiglu_backward(&mut dh1[..], &mut dh3[..], &dgate[..], &sv.h1, &sv.h3)?;
+    kern.with_part("dgate", |dgate| {
+        Ok(host::swiglu_backward(
+            &mut dh1[..],
+            &mut dh3[..],
+            dgate,
+            &sv.h1,
+            &sv.h3,
+        )?)
+    })?;
     let [g2] = disjoint_mut(grads, [r.w2.clone()])?;
     let jobs = [job(g2, &dffn[..], &sv.gate, acc(d, hid))];
     host::overlap_dw(jobs, || -> Result<()> {
         let kern = k.get(KernelKind::FfnBwdW13t)?;
-        kern.run(&[("dh1", &dh1[..]), ("dh3", &dh3[..])])?;
-        kern.part_into("dx_ffn", &mut dx_ffn[..])
+        kern.run(&[("dh1", &dh1[..]), ("dh3", &dh3[..])])
     })??;
     dx2.copy_from_slice(dy);
-    host::rmsnorm_backward(
-        &mut dx2[..],
-        &mut grads[r.ffn_norm.clone()],
-        &dx_ffn[..],
-        &sv.x2,
-        &p[r.ffn_norm.clone()],
-        d,
-        s,
-        eps,
-    )?;
+    k.get(KernelKind::FfnBwdW13t)?
+        .with_part("dx_ffn", |dx_ffn| {
+            Ok(host::rmsnorm_backward(
+                &mut dx2[..],
+                &mut grads[r.ffn_norm.clone()],
+                dx_ffn,
+                &sv.x2,
+                &p[r.ffn_norm.clone()],
+                d,
+                s,
+                eps,
+            )?)
+        })?;
     // Attention output projection: da = Woᵀ·(α·dx2), beside dW1 and dW3.
     scaled(&mut dx2s[..], &dx2[..], alpha);
     let [g1, g3] = disjoint_mut(grads, [r.w1.clone(), r.w3.clone()])?;
@@ -100,7 +106,11 @@ pub(super) fn layer_backward(
     host::overlap_dw(jobs, || -> Result<()> {
         let kern = k.get(KernelKind::WotBwd)?;
         kern.run(&[("dx2_scaled", &dx2s[..])])?;
-        kern.part_into("da", &mut da[..])
+        if t.set == KernelSet::NeuralEngine {
+            // sdpaBwd1 takes it as an input: a copy either way. The cpu set reads it in place.
+            kern.part_into("da", &mut da[..])?;
+        }
+        Ok(())
     })??;
     // The attention core, beside dWo.
     dk_rope.fill(0.0);
@@ -143,15 +153,17 @@ pub(super) fn layer_backward(
             let dims = t.attention_dims();
             host::overlap_dw(jobs, || -> Result<()> {
                 let t0 = Instant::now();
-                host::attention_backward(
-                    (dq_rope, dk_rope, dv),
-                    da,
-                    (&sv.q_rope, &sv.k_rope, &sv.v),
-                    &sv.attn_out,
-                    &sv.lse,
-                    dims,
-                    attn_ws,
-                )?;
+                k.get(KernelKind::WotBwd)?.with_part("da", |da| {
+                    Ok(host::attention_backward(
+                        (dq_rope, dk_rope, dv),
+                        da,
+                        (&sv.q_rope, &sv.k_rope, &sv.v),
+                        &sv.attn_out,
+                        &sv.lse,
+                        dims,
+                        attn_ws,
+                    )?)
+                })?;
                 attention += t0.elapsed();
                 Ok(())
             })??;
@@ -174,9 +186,10 @@ pub(super) fn layer_backward(
         kern.part_into("dx_q", dxn)?;
         let kern = k.get(KernelKind::KvBwd)?;
         kern.run(&[("dk", dk), ("dv", dv)])?;
-        kern.part_into("dx_kv", dx_kv)?;
-        dxn.iter_mut().zip(dx_kv.iter()).for_each(|(a, b)| *a += b);
-        Ok(())
+        kern.with_part("dx_kv", |dx_kv| {
+            dxn.iter_mut().zip(dx_kv).for_each(|(a, b)| *a += b);
+            Ok(())
+        })
     })??;
     dx.copy_from_slice(&dx2[..]);
     host::rmsnorm_backward(

@@ -52,7 +52,6 @@ impl Trunk<'_> {
             saved,
             x_last,
             xf,
-            o,
             attention: attn_ws,
             ..
         } = ws;
@@ -67,7 +66,7 @@ impl Trunk<'_> {
                 Some(next) => &mut next.x,
                 None => &mut *x_last,
             };
-            attention += self.layer(&mut layers[l], l, sv, o, next, attn_ws)?;
+            attention += self.layer(&mut layers[l], l, sv, next, attn_ws)?;
         }
         let fnorm = &p[self.ranges.final_norm.clone()];
         host::rmsnorm_forward(xf, x_last, fnorm, d, s, c.norm_eps)?;
@@ -75,13 +74,12 @@ impl Trunk<'_> {
     }
 
     /// Layer `l`'s forward from `sv.x`: fills the rest of `sv` and writes the layer's output
-    /// into `x_next`; `o` is scratch.
+    /// into `x_next`. Outputs used once are read in place from the kernels' surfaces.
     fn layer(
         &self,
         k: &mut LayerKernels,
         l: usize,
         sv: &mut Saved,
-        o: &mut [f32],
         x_next: &mut [f32],
         attn_ws: &mut AttentionWorkspace,
     ) -> Result<AttentionTime> {
@@ -119,8 +117,9 @@ impl Trunk<'_> {
         }
         let wo = k.get(KernelKind::WoFwd)?;
         wo.run(&[("attn_out", &sv.attn_out)])?;
-        wo.part_into("o", o)?;
-        host::residual_forward(&mut sv.x2, &sv.x, o, alpha)?;
+        wo.with_part("o", |o| {
+            Ok(host::residual_forward(&mut sv.x2, &sv.x, o, alpha)?)
+        })?;
         host::rmsnorm_forward(&mut sv.x2norm, &sv.x2, &p[r.ffn_norm.clone()], d, s, eps)?;
         let ffn = k.get(KernelKind::FfnFused)?;
         ffn.run(&[("x2norm", &sv.x2norm), ("x2", &sv.x2)])?;

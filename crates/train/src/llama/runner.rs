@@ -26,6 +26,9 @@ pub(super) struct Runner {
     pub(super) staging: Vec<Vec<f32>>,
     /// Per input, a buffer for one activation block when it cannot be written in place.
     scratch: Vec<Vec<f32>>,
+    /// An fp16 output part converted to f32 for [`Runner::with_part`]: room for the largest
+    /// part (empty for fp32 outputs, which are lent in place).
+    out_scratch: Vec<f32>,
     /// Time spent in `Binding::eval` since the last [`Model::timings`] reset.
     device: Duration,
     /// Time spent moving data into and out of surfaces since then.
@@ -103,6 +106,21 @@ impl Runner {
                 Vec::with_capacity(largest)
             })
             .collect();
+        // fp16 outputs: room for the largest part, converted when lent (fp32 ones are lent in
+        // place and need none).
+        let out_scratch = match output.dtype() {
+            DType::Fp32 => Vec::new(),
+            _ => {
+                let out = &spec.outputs[0];
+                let largest = out
+                    .parts
+                    .iter()
+                    .map(|p| p.channels.len())
+                    .max()
+                    .unwrap_or(0);
+                vec![0.0; largest * out.shape[3]]
+            }
+        };
         Ok(Runner {
             spec,
             inputs,
@@ -111,6 +129,7 @@ impl Runner {
             binding,
             staging,
             scratch,
+            out_scratch,
             device: Duration::ZERO,
             traffic: Duration::ZERO,
         })
@@ -230,6 +249,33 @@ impl Runner {
         self.output.read_f32_into(ch.start * s, dst)?;
         self.traffic += t.elapsed();
         Ok(())
+    }
+
+    /// Lends output part `name` (`[channels, S]`) to `read`: an fp32 output surface is read
+    /// in place (a borrowed view, no copy); an fp16 one is converted into a buffer the runner
+    /// keeps. Returns what `read` returns.
+    pub(super) fn with_part<R>(
+        &mut self,
+        name: &str,
+        read: impl FnOnce(&[f32]) -> Result<R>,
+    ) -> Result<R> {
+        let out = &self.spec.outputs[0];
+        let ch = out.part(name)?;
+        let span = ch.start * out.shape[3]..ch.end * out.shape[3];
+        if self.output.dtype() == DType::Fp32 {
+            let all = self.output.read::<f32>()?;
+            let part = all.get(span).ok_or_else(|| {
+                ModelError::Shape(format!("output `{name}` lies outside its surface"))
+            })?;
+            return read(part);
+        }
+        let t = Instant::now();
+        let buf = self.out_scratch.get_mut(..span.len()).ok_or_else(|| {
+            ModelError::Shape(format!("output `{name}` is larger than its buffer"))
+        })?;
+        self.output.read_f32_into(span.start, buf)?;
+        self.traffic += t.elapsed();
+        read(buf)
     }
 
     /// Device and traffic time since the last call, reset to zero.
@@ -356,6 +402,28 @@ mod tests {
         let mut r = Runner::new(dev.as_ref(), &kernel, spec, None).unwrap();
         r.stage_weights(&lw).unwrap();
         r
+    }
+
+    /// A lent output part is what `part_into` copies: in place on fp32 (the very surface
+    /// memory), converted on fp16.
+    #[test]
+    fn a_lent_output_part_equals_the_copied_one() {
+        for device in ["cpu", "ane-sim"] {
+            let mut r = runner(device, WeightMode::Params);
+            let x: Vec<f32> = (0..32 * 32).map(|i| (i % 7) as f32 * 0.25).collect();
+            r.run(&[("attn_out", &x)]).unwrap();
+            let mut copied = vec![0.0; 32 * 32];
+            r.part_into("o", &mut copied).unwrap();
+            let lent = r.with_part("o", |o| Ok(o.to_vec())).unwrap();
+            assert_eq!(lent, copied, "{device}");
+            assert!(copied.iter().any(|&v| v != 0.0));
+            if device == "cpu" {
+                let base = r.output.read::<f32>().unwrap().as_ptr();
+                let at = r.with_part("o", |o| Ok(o.as_ptr())).unwrap();
+                assert_eq!(at, base, "fp32 parts are views of the surface");
+            }
+            assert!(r.with_part("nope", |_| Ok(())).is_err());
+        }
     }
 
     /// On an fp32 surface holding only the activation, the host op writes the surface itself:

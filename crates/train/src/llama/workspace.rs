@@ -40,13 +40,10 @@ pub(super) struct Saved {
 pub(super) struct Grads {
     /// `[D, S]` each.
     pub dffn: Vec<f32>,
-    pub dx_ffn: Vec<f32>,
     pub dx2: Vec<f32>,
     pub dx2s: Vec<f32>,
     pub dxn: Vec<f32>,
-    pub dx_kv: Vec<f32>,
     /// `[H, S]` each.
-    pub dgate: Vec<f32>,
     pub dh1: Vec<f32>,
     pub dh3: Vec<f32>,
     /// `[QD, S]` each.
@@ -76,8 +73,6 @@ pub(super) struct Workspace {
     pub x_last: Vec<f32>,
     /// The final RMSNorm's output `[D, S]`.
     pub xf: Vec<f32>,
-    /// Attention output projection `o = Wo·attn_out` `[D, S]`.
-    pub o: Vec<f32>,
     /// Gradient flowing down the residual stream `[D, S]`, and its partner buffer.
     pub dx: Vec<f32>,
     pub dx_next: Vec<f32>,
@@ -131,18 +126,14 @@ impl Workspace {
             saved,
             x_last: z(d),
             xf: z(d),
-            o: z(d),
             dx: z(d),
             dx_next: z(d),
             dxf: z(d),
             grads: Grads {
                 dffn: z(d),
-                dx_ffn: z(d),
                 dx2: z(d),
                 dx2s: z(d),
                 dxn: z(d),
-                dx_kv: z(d),
-                dgate: z(h),
                 dh1: z(h),
                 dh3: z(h),
                 da: z(qd),
