@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train a model (default: `tiny`, 248K parameters, on the built-in corpus), then print an efficiency
+    /// Train a model (default: `tiny`, 264K parameters, on the built-in corpus), then print an efficiency
     /// report and a text sample.
     Train(Box<cmd::train::TrainArgs>),
     /// Generate text from a checkpoint (full-window forward on the training device; see

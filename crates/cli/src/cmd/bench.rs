@@ -46,8 +46,9 @@ pub struct RuntimeArgs {
     /// Repeats per measurement (medians are over these).
     #[arg(long, default_value_t = 9)]
     pub repeats: usize,
-    /// Evals per latency distribution in the realtime comparison.
-    #[arg(long, default_value_t = 2000)]
+    /// Evals per latency distribution in the realtime comparison, 1 to 10^7.
+    #[arg(long, default_value_t = 2000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     pub latency_evals: usize,
 }
 

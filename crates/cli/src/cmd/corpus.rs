@@ -18,8 +18,9 @@ pub struct CorpusArgs {
     /// Seed of the generator (the built-in corpus uses the default).
     #[arg(long, default_value_t = corpus::DEFAULT_SEED)]
     pub seed: u64,
-    /// Number of stories (the built-in corpus has the default).
-    #[arg(long, default_value_t = corpus::DEFAULT_STORIES)]
+    /// Number of stories, 1 to 10^6 (the built-in corpus has the default).
+    #[arg(long, default_value_t = corpus::DEFAULT_STORIES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub stories: usize,
 }
 

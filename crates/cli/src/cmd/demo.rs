@@ -14,8 +14,9 @@ pub struct DemoArgs {
     /// Directory to write `model.mil` and `weights/rms.bin` into (default: a fresh temp dir).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Channels of the RMSNorm kernel.
-    #[arg(long, default_value_t = 768)]
+    /// Channels of the RMSNorm kernel, 1 to 65536.
+    #[arg(long, default_value_t = 768,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub dim: usize,
     /// Sequence length of the RMSNorm kernel.
     #[arg(long, default_value_t = 256)]
