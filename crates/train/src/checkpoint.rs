@@ -237,7 +237,10 @@ pub fn write(
             v.len()
         )));
     }
-    if let Some(what) = first_non_finite(header, [("parameter", params), ("AdamW m", m), ("AdamW v", v)]) {
+    if let Some(what) = first_non_finite(
+        header,
+        [("parameter", params), ("AdamW m", m), ("AdamW v", v)],
+    ) {
         return Err(CheckpointError::Invalid(format!(
             "refusing to write {}: {what} (nothing was written)",
             path.display()

@@ -145,9 +145,8 @@ impl LossScaler {
 
 /// Ok when `scale` is a power of two in `[MIN, MAX]`; else a message saying why not.
 pub fn check_scale(scale: f32) -> Result<(), String> {
-    let ok = scale.is_finite()
-        && (MIN..=MAX).contains(&scale)
-        && scale.to_bits() & 0x007f_ffff == 0;
+    let ok =
+        scale.is_finite() && (MIN..=MAX).contains(&scale) && scale.to_bits() & 0x007f_ffff == 0;
     if ok {
         Ok(())
     } else {

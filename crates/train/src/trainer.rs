@@ -199,12 +199,9 @@ impl Trainer {
         let mut t = Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)?;
         t.skipped_in_a_row = h.skipped_in_a_row;
         if t.model.is_fp16() {
-            t.scaler = LossScaler::restore(
-                h.loss_scale,
-                h.loss_scale_clean_run,
-                h.loss_scale_interval,
-            )
-            .map_err(|e| TrainError::Mismatch(format!("checkpoint loss scaler: {e}")))?;
+            t.scaler =
+                LossScaler::restore(h.loss_scale, h.loss_scale_clean_run, h.loss_scale_interval)
+                    .map_err(|e| TrainError::Mismatch(format!("checkpoint loss scaler: {e}")))?;
             t.model.set_loss_scale(t.scaler.scale())?;
         }
         t.tokenizer = ckpt.tokenizer;

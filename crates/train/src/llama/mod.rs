@@ -249,11 +249,7 @@ impl Model {
             params,
             rope,
             ws,
-            loss_scale: if fp16 {
-                crate::loss_scale::START
-            } else {
-                1.0
-            },
+            loss_scale: if fp16 { crate::loss_scale::START } else { 1.0 },
             timings: StepTimings::default(),
             compaction: None,
             compiles: 0,
