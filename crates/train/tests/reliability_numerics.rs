@@ -127,7 +127,7 @@ fn an_fp16_overflow_is_skipped_and_the_scale_backs_off_then_grows() {
         r = step(&mut t, &d);
     }
     let clean_at = r.loss_scale;
-    assert!(clean_at < loss_scale::MAX && clean_at >= loss_scale::MIN);
+    assert!((loss_scale::MIN..loss_scale::MAX).contains(&clean_at));
     assert_ne!(t.model().params(), &p0[..]);
     assert_eq!(t.loss_scaler().clean_run(), 1);
     let r2 = step(&mut t, &d);
