@@ -247,3 +247,37 @@ fn fp32_devices_keep_scale_one() {
     assert_eq!(t.loss_scaler().scale(), 1.0);
     assert_eq!(t.model().grad_scale(), 1.0);
 }
+
+#[test]
+fn a_checkpoint_with_a_bad_scaler_state_is_refused() {
+    let t = trainer(2);
+    let (p, m, v) = (t.model().params(), &t.optimizer().m, &t.optimizer().v);
+    let good = t.header();
+    let read = |h: &checkpoint::Header| {
+        let buf = checkpoint::write_to(Vec::new(), h, p, m, v, t.tokenizer()).unwrap();
+        checkpoint::read_from(&buf[..], buf.len() as u64)
+    };
+    assert_eq!(read(&good).unwrap().header.loss_scale, loss_scale::START);
+    for (scale, clean, interval) in [
+        (3.0, 0, 10),
+        (0.0, 0, 10),
+        (loss_scale::MAX * 2.0, 0, 10),
+        (256.0, 10, 10),
+        (256.0, 0, 0),
+    ] {
+        let h = checkpoint::Header {
+            loss_scale: scale,
+            loss_scale_clean_run: clean,
+            loss_scale_interval: interval,
+            ..good.clone()
+        };
+        let e = read(&h).unwrap_err().to_string();
+        assert!(e.contains("loss"), "{scale} {clean} {interval}: {e}");
+    }
+    // JSON has no infinity: it is written as null, which the reader refuses too.
+    let inf = checkpoint::Header {
+        loss_scale: f32::INFINITY,
+        ..good
+    };
+    assert!(read(&inf).is_err());
+}
