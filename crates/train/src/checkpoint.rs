@@ -11,10 +11,17 @@
 //! | 4·n | parameters, f32, layout of [`ModelConfig::params`] (`n` = `header.n_params`) |
 //! | 4·n | AdamW first moments |
 //! | 4·n | AdamW second moments |
-//! | t | version 2: the tokenizer as a llama2.c `tokenizer.bin` (`t` = `header.tokenizer_bytes`, 0 = the byte tokenizer) |
+//! | t | version ≥ 2: the tokenizer as a llama2.c `tokenizer.bin` (`t` = `header.tokenizer_bytes`, 0 = the byte tokenizer) |
 //! | 32 | SHA-256 of every byte before it |
 //!
-//! Version 1 files (no tokenizer section; byte tokenizer) are still read.
+//! Version 1 files (no tokenizer section; byte tokenizer) are still read, and so are version 2
+//! files. Version 3 adds the loss scaler's state to the header (`loss_scale`,
+//! `loss_scale_clean_run`, `loss_scale_interval`; required); older files carry none and are
+//! read with the fixed scale they were trained at, [`LEGACY_SCALE`] (256), and a clean count
+//! of 0.
+//!
+//! [`write`] refuses to write a parameter or moment that is not finite (the error names the
+//! tensor and the element), before anything touches the disk.
 //!
 //! [`write`] goes to a temporary file beside the target, syncs it, and renames it over the
 //! target, so a crash leaves either the old checkpoint or the new one, never a torn file.
@@ -28,14 +35,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::loss_scale::{check_scale, GROWTH_INTERVAL, LEGACY_SCALE};
 use crate::model::ModelConfig;
 use crate::optim::{AdamWConfig, Schedule};
 use crate::tokenizer::{Llama2cTokenizer, TextTokenizer};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"ANETCKPT";
-/// Format version written (version 1, without a tokenizer section, is read too).
-pub const VERSION: u32 = 2;
+/// Format version written (versions 1 and 2 are read too; see the module docs).
+pub const VERSION: u32 = 3;
+/// Oldest format version read.
+pub const OLDEST_VERSION: u32 = 1;
 /// Largest header accepted (1 MiB).
 pub const MAX_HEADER: u64 = 1 << 20;
 /// Bytes before the header.
@@ -57,7 +67,7 @@ pub enum CheckpointError {
     #[error("not a valid ane-train checkpoint: {0}")]
     Invalid(String),
     /// A checkpoint of another format version.
-    #[error("checkpoint format version {found}, this build reads versions 1 and {VERSION}")]
+    #[error("checkpoint format version {found}, this build reads versions {OLDEST_VERSION} to {VERSION}")]
     Version {
         /// The version in the file.
         found: u32,
@@ -85,6 +95,18 @@ pub struct Header {
     /// Updates skipped in a row just before this point (non-finite gradients).
     #[serde(default)]
     pub skipped_in_a_row: u32,
+    /// Loss scale the next update runs at (a power of two in `[1, 2^24]`; 1 on fp32 devices,
+    /// where it is ignored). Files before version 3: [`LEGACY_SCALE`].
+    #[serde(default = "legacy_scale")]
+    pub loss_scale: f32,
+    /// Clean updates in a row since the loss scale last changed (below
+    /// `loss_scale_interval`). Files before version 3: 0.
+    #[serde(default)]
+    pub loss_scale_clean_run: u32,
+    /// Clean updates in a row after which the loss scale doubles (at least 1). Files before
+    /// version 3: [`GROWTH_INTERVAL`].
+    #[serde(default = "growth_interval")]
+    pub loss_scale_interval: u32,
     /// Weight mode of the run (`params`, `packed`, `baked`); resuming in another mode works
     /// but is not bit-exact.
     #[serde(default)]
@@ -119,6 +141,39 @@ pub struct TrainSettings {
 
 fn one_window() -> u32 {
     1
+}
+
+fn legacy_scale() -> f32 {
+    LEGACY_SCALE
+}
+
+fn growth_interval() -> u32 {
+    GROWTH_INTERVAL
+}
+
+/// Names the first value of `params`, `m`, `v` that is not finite (array, tensor of the
+/// config's table, element), or `None` when all are.
+fn first_non_finite(header: &Header, arrays: [(&str, &[f32]); 3]) -> Option<String> {
+    for (what, a) in arrays {
+        let Some(i) = a.iter().position(|x| !x.is_finite()) else {
+            continue;
+        };
+        let mut start = 0;
+        for spec in header.model.params() {
+            let end = start + spec.numel();
+            if i < end {
+                return Some(format!(
+                    "{what} of tensor {} element {} is {}",
+                    spec.name,
+                    i - start,
+                    a.get(i).copied().unwrap_or(f32::NAN)
+                ));
+            }
+            start = end;
+        }
+        return Some(format!("{what} element {i} is not finite"));
+    }
+    None
 }
 
 /// Identifies the training text, so resuming on different text is caught.
@@ -180,6 +235,15 @@ pub fn write(
             params.len(),
             m.len(),
             v.len()
+        )));
+    }
+    if let Some(what) = first_non_finite(
+        header,
+        [("parameter", params), ("AdamW m", m), ("AdamW v", v)],
+    ) {
+        return Err(CheckpointError::Invalid(format!(
+            "refusing to write {}: {what} (nothing was written)",
+            path.display()
         )));
     }
     let io = |source| CheckpointError::Io {
@@ -271,7 +335,7 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
         return Err(bad("wrong magic (expected ANETCKPT)".into()));
     }
     let version = u32::from_le_bytes(pre[8..12].try_into().unwrap_or_default());
-    if version != VERSION && version != 1 {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(CheckpointError::Version { found: version });
     }
     let hlen = u64::from_le_bytes(pre[12..20].try_into().unwrap_or_default());
@@ -280,7 +344,31 @@ pub fn read_from(r: impl Read, len: u64) -> Result<Checkpoint, CheckpointError> 
     }
     let mut json = vec![0u8; hlen as usize];
     r.read_exact(&mut json).map_err(eof)?;
-    let header: Header = serde_json::from_slice(&json).map_err(|e| bad(format!("header: {e}")))?;
+    let mut header: Header =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("header: {e}")))?;
+    if version < 3 {
+        // Written before the dynamic scaler: whatever the JSON says, the fixed old scale.
+        header.loss_scale = LEGACY_SCALE;
+        header.loss_scale_clean_run = 0;
+        header.loss_scale_interval = GROWTH_INTERVAL;
+    } else {
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| bad(format!("header: {e}")))?;
+        for key in ["loss_scale", "loss_scale_clean_run", "loss_scale_interval"] {
+            if value.get(key).is_none() {
+                return Err(bad(format!("a version {version} header lacks `{key}`")));
+            }
+        }
+    }
+    check_scale(header.loss_scale).map_err(|e| bad(format!("header: {e}")))?;
+    if header.loss_scale_interval == 0 || header.loss_scale_clean_run >= header.loss_scale_interval
+    {
+        return Err(bad(format!(
+            "header: loss-scale clean count {} with growth interval {}: the interval must be \
+             at least 1 and the count below it",
+            header.loss_scale_clean_run, header.loss_scale_interval
+        )));
+    }
     let n = header.n_params;
     let expected_n = header.model.param_count() as u64;
     if n != expected_n {

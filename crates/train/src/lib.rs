@@ -16,6 +16,7 @@ pub mod generate;
 pub mod host;
 pub mod kernels;
 pub mod llama;
+pub mod loss_scale;
 pub mod model;
 pub mod optim;
 pub mod report;

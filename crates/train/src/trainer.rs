@@ -5,7 +5,14 @@
 //! weights to the device (Packed/Params: restaged; Baked: recompiled). Everything the next
 //! update depends on — parameters, both moments, AdamW's step count, the sampler's state, the
 //! step — is in the checkpoint, so a resumed run is bit for bit the run that was not stopped
-//! (on the same device and weight mode).
+//! (on the same device and weight mode). That includes the loss scaler's state.
+//!
+//! Loss scaling: on fp16 devices the gradient is computed at a dynamic loss scale
+//! ([`LossScaler`]). An update whose gradient or loss is not finite is skipped (parameters and
+//! AdamW state untouched) and the scale halved; after a run of clean updates it doubles. Only
+//! overflows at the scale's floor (1, always the case on fp32 devices) count towards
+//! [`MAX_SKIPPED_IN_A_ROW`]: at scale 1 the gradient is not finite even unscaled, so more
+//! halving cannot help.
 //!
 //! The compile budget: in Baked mode new weights mean recompiling `8·L + 2` kernels, and the
 //! Neural Engine allows only so many compiles per process. An update only marks the kernels
@@ -25,6 +32,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointError, CorpusInfo, Header, T
 use crate::data::{DataError, TokenData, WindowSampler};
 use crate::kernels::WeightMode;
 use crate::llama::{Model, ModelError, ModelOptions};
+use crate::loss_scale::{Backoff, LossScaler};
 use crate::optim::AdamW;
 use crate::tokenizer::TextTokenizer;
 
@@ -47,17 +55,18 @@ pub enum TrainError {
     /// A checkpoint does not belong to this run.
     #[error("{0}")]
     Mismatch(String),
-    /// The gradient was not finite several updates in a row.
+    /// The gradient was not finite several updates in a row at the lowest loss scale (1).
     #[error(
-        "the gradient was not finite for {0} updates in a row (loss {1}); lower the learning \
-         rate or resume from an earlier checkpoint"
+        "the gradient was not finite for {0} updates in a row at loss scale 1 (loss {1}); \
+         lower the learning rate or resume from an earlier checkpoint"
     )]
     Diverged(u32, f32),
 }
 
 type Result<T> = std::result::Result<T, TrainError>;
 
-/// Updates in a row with a non-finite gradient before training stops.
+/// Updates in a row with a non-finite gradient at the loss scale's floor (1; every update on
+/// an fp32 device) before training stops.
 pub const MAX_SKIPPED_IN_A_ROW: u32 = 3;
 
 /// Where the time of a run went, summed over updates.
@@ -96,8 +105,11 @@ pub struct StepReport {
     pub lr: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
-    /// Whether the update was skipped (non-finite gradient; parameters unchanged).
+    /// Whether the update was skipped (non-finite gradient or loss; parameters and AdamW
+    /// state unchanged; on fp16 devices the loss scale was halved).
     pub skipped: bool,
+    /// Loss scale the update's gradient was computed at (1 on fp32 devices).
+    pub loss_scale: f32,
     /// Wall time of the update.
     pub elapsed: Duration,
 }
@@ -129,6 +141,7 @@ pub struct Trainer {
     tokenizer: TextTokenizer,
     step: u64,
     skipped_in_a_row: u32,
+    scaler: LossScaler,
     checked_data: Option<(usize, usize)>,
     totals: Totals,
     /// The update's (mean) gradient.
@@ -185,6 +198,12 @@ impl Trainer {
             .ok_or_else(|| TrainError::Mismatch("invalid sampler state".into()))?;
         let mut t = Trainer::assemble(model, opt, sampler, h.settings, h.corpus, h.step)?;
         t.skipped_in_a_row = h.skipped_in_a_row;
+        if t.model.is_fp16() {
+            t.scaler =
+                LossScaler::restore(h.loss_scale, h.loss_scale_clean_run, h.loss_scale_interval)
+                    .map_err(|e| TrainError::Mismatch(format!("checkpoint loss scaler: {e}")))?;
+            t.model.set_loss_scale(t.scaler.scale())?;
+        }
         t.tokenizer = ckpt.tokenizer;
         Ok(t)
     }
@@ -211,6 +230,13 @@ impl Trainer {
         }
         settings.schedule.validate().map_err(TrainError::Settings)?;
         settings.adamw.validate().map_err(TrainError::Settings)?;
+        let mut model = model;
+        let scaler = if model.is_fp16() {
+            LossScaler::dynamic()
+        } else {
+            LossScaler::fixed_one()
+        };
+        model.set_loss_scale(scaler.scale())?;
         Ok(Trainer {
             model,
             opt,
@@ -220,6 +246,7 @@ impl Trainer {
             tokenizer: TextTokenizer::Bytes,
             step,
             skipped_in_a_row: 0,
+            scaler,
             checked_data: None,
             totals: Totals::default(),
             grads: Vec::new(),
@@ -277,18 +304,22 @@ impl Trainer {
             totals.host += t.host;
             loss_sum += f64::from(loss);
         }
+        let loss_scale = model.loss_scale();
         let grad_scale = model.grad_scale() / accum as f32;
         let loss = (loss_sum / f64::from(accum)) as f32;
         let lr = self.settings.schedule.at(self.step);
         let t = Instant::now();
         let raw_norm = crate::optim::global_norm(&self.grads);
         let norm = raw_norm * grad_scale;
-        let skipped = !norm.is_finite();
+        let skipped = !norm.is_finite() || !loss.is_finite();
         let mut grad_norm = norm;
         let mut optimizer = t.elapsed();
         if skipped {
-            self.skipped_in_a_row += 1;
             self.totals.skipped += 1;
+            if self.scaler.on_overflow() == Backoff::AtFloor {
+                self.skipped_in_a_row += 1;
+            }
+            self.model.set_loss_scale(self.scaler.scale())?;
             if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW {
                 return Err(TrainError::Diverged(self.skipped_in_a_row, loss));
             }
@@ -304,6 +335,8 @@ impl Trainer {
                     .grad_norm;
                 optimizer += t.elapsed();
             })?;
+            self.scaler.on_clean();
+            self.model.set_loss_scale(self.scaler.scale())?;
         }
         self.totals.optimizer += optimizer;
         self.totals.weight_update += t.elapsed().saturating_sub(optimizer);
@@ -320,6 +353,7 @@ impl Trainer {
             lr,
             grad_norm,
             skipped,
+            loss_scale,
             elapsed,
         }))
     }
@@ -377,6 +411,9 @@ impl Trainer {
             settings: self.settings,
             corpus: self.corpus.clone(),
             skipped_in_a_row: self.skipped_in_a_row,
+            loss_scale: self.scaler.scale(),
+            loss_scale_clean_run: self.scaler.clean_run(),
+            loss_scale_interval: self.scaler.interval(),
             mode: self.model.mode().name().to_string(),
             device: self.model.device().capabilities().kind.name().to_string(),
             tokenizer_bytes: match &self.tokenizer {
@@ -394,6 +431,29 @@ impl Trainer {
     /// The model, e.g. to sample from it.
     pub fn model_mut(&mut self) -> &mut Model {
         &mut self.model
+    }
+
+    /// The loss scaler (fixed at 1 on fp32 devices).
+    pub fn loss_scaler(&self) -> LossScaler {
+        self.scaler
+    }
+
+    /// The run with the loss scale doubling after `interval` clean updates (at least 1)
+    /// instead of [`crate::loss_scale::GROWTH_INTERVAL`]; kept in its checkpoints.
+    pub fn with_loss_scale_interval(mut self, interval: u32) -> Trainer {
+        self.scaler = self.scaler.with_interval(interval);
+        self
+    }
+
+    /// The run continuing at loss scale `scale` (fp16 devices: a power of two in
+    /// `[loss_scale::MIN, loss_scale::MAX]`; fp32: only 1), its clean-update count restarted.
+    pub fn with_loss_scale(mut self, scale: f32) -> Result<Trainer> {
+        if self.scaler.is_dynamic() {
+            self.scaler = LossScaler::restore(scale, 0, self.scaler.interval())
+                .map_err(TrainError::Settings)?;
+        }
+        self.model.set_loss_scale(scale)?;
+        Ok(self)
     }
 
     /// The optimizer state.

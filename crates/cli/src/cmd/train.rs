@@ -400,7 +400,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                         ms: secs * 1e3,
                         tokens_per_s,
                         skipped: r.skipped,
-                        loss_scale: 1.0 / trainer.model().grad_scale(),
+                        loss_scale: r.loss_scale,
                         weight_update_ms: wu.as_secs_f64() * 1e3,
                     })?;
                 }

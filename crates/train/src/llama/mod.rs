@@ -8,9 +8,11 @@
 //! cpu set: `qkvFwd` then the host's fused attention) → `attn_out`, `q_rope`, `k_rope`, `v`;
 //! `woFwd` → `o`; `x2 = x + α·o`; `x2norm = rms(x2)`; `ffnFused` → `x_next`, `h1`, `h3`,
 //! `gate`. Then the final RMSNorm and the fused, chunked classifier + cross-entropy. Backward
-//! mirrors it ([`backward`]). On fp16 devices the loss is scaled before backward; the scale is
-//! divided out by the caller's optimizer pass ([`Model::grad_scale`]) or, for
-//! [`Model::loss_and_grads_into`], at the end.
+//! mirrors it ([`backward`]). On fp16 devices the loss is scaled before backward (the
+//! trainer's dynamic [`crate::loss_scale::LossScaler`] sets it with [`Model::set_loss_scale`];
+//! a new model starts at [`crate::loss_scale::START`]); the scale is divided out by the
+//! caller's optimizer pass ([`Model::grad_scale`]) or, for [`Model::loss_and_grads_into`], at
+//! the end.
 //!
 //! Modules: [`runner`] (one bound kernel), [`views`] (typed parameter ranges), [`workspace`]
 //! (every step buffer, allocated at build time), [`forward`], [`backward`], [`step`] (one timed
@@ -42,9 +44,6 @@ use crate::model::{ConfigError, ModelConfig, ParamSpec};
 
 pub use init::init_params;
 pub use views::{LayerRanges, ParamRanges as Ranges};
-
-/// Loss scale used on fp16 devices (upstream's constant).
-pub const FP16_LOSS_SCALE: f32 = 256.0;
 
 /// Errors of the model.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +249,7 @@ impl Model {
             params,
             rope,
             ws,
-            loss_scale: if fp16 { FP16_LOSS_SCALE } else { 1.0 },
+            loss_scale: if fp16 { crate::loss_scale::START } else { 1.0 },
             timings: StepTimings::default(),
             compaction: None,
             compiles: 0,
@@ -450,6 +449,32 @@ impl Model {
     /// `1 / loss scale` (1 on fp32 devices).
     pub fn grad_scale(&self) -> f32 {
         1.0 / self.loss_scale
+    }
+
+    /// The loss scale: what the loss gradient is multiplied by before backward (1 on fp32
+    /// devices).
+    pub fn loss_scale(&self) -> f32 {
+        self.loss_scale
+    }
+
+    /// Whether the kernels compute in fp16 (the `ane` and `ane-sim` devices), where the loss
+    /// is scaled.
+    pub fn is_fp16(&self) -> bool {
+        self.opts.dtype == DType::Fp16
+    }
+
+    /// Sets the loss scale. It must be a power of two in
+    /// `[loss_scale::MIN, loss_scale::MAX]` on an fp16 device and exactly 1 on an fp32 one
+    /// (so [`Model::grad_scale`] is its exact inverse).
+    pub fn set_loss_scale(&mut self, scale: f32) -> Result<()> {
+        if !self.is_fp16() && scale != 1.0 {
+            return Err(ModelError::Shape(format!(
+                "loss scale {scale} on an fp32 device: it must be 1"
+            )));
+        }
+        crate::loss_scale::check_scale(scale).map_err(ModelError::Shape)?;
+        self.loss_scale = scale;
+        Ok(())
     }
 
     /// Restricts the classifier and the loss to the token ids of `compaction` (an explicit
