@@ -40,8 +40,8 @@ pub fn generate(
     let limit = opts.vocab_limit.min(model.config().vocab_size).max(1);
     let mut rng = Rng::new(opts.seed);
     let mut all = prompt.to_vec();
-    // Grown as ids come: a huge `max_tokens` is a long run, not a huge allocation up front.
-    let mut out = Vec::with_capacity(opts.max_tokens.min(1 << 16));
+    // Reserve for one window at most: `max_tokens` comes from a flag and may be huge.
+    let mut out = Vec::with_capacity(opts.max_tokens.min(s.max(1)));
     for _ in 0..opts.max_tokens {
         let ctx = &all[all.len().saturating_sub(s)..];
         let logits = model.logits_at(ctx, ctx.len() - 1)?;

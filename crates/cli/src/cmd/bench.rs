@@ -47,8 +47,7 @@ pub struct RuntimeArgs {
     #[arg(long, default_value_t = 9)]
     pub repeats: usize,
     /// Evals per latency distribution in the realtime comparison, 1 to 10^7.
-    #[arg(long, default_value_t = 2000,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    #[arg(long, default_value_t = 2000)]
     pub latency_evals: usize,
 }
 
@@ -160,6 +159,12 @@ fn identity(c: usize, s: usize) -> Result<Program> {
 }
 
 fn runtime(args: &RuntimeArgs) -> Result<ExitCode> {
+    if !(1..=10_000_000).contains(&args.latency_evals) {
+        anyhow::bail!(
+            "--latency-evals is {}; it must be from 1 to 10000000 (evals per latency distribution)",
+            args.latency_evals
+        );
+    }
     let repeats = args.repeats.max(3);
     let device = ane_runtime::open("cpu")?;
     let (ic, oc, seq) = (768usize, 768usize, 256usize);

@@ -9,6 +9,10 @@ use ane_train::data::corpus;
 use anyhow::{Context, Result};
 use clap::Args;
 
+/// The most stories one `corpus` writes (about 480 bytes each: ~480 MB); more is refused
+/// rather than attempted in memory.
+pub const MAX_STORIES: usize = 1_000_000;
+
 /// Arguments of `ane-train corpus`.
 #[derive(Debug, Args)]
 pub struct CorpusArgs {
@@ -18,14 +22,19 @@ pub struct CorpusArgs {
     /// Seed of the generator (the built-in corpus uses the default).
     #[arg(long, default_value_t = corpus::DEFAULT_SEED)]
     pub seed: u64,
-    /// Number of stories, 1 to 10^6 (the built-in corpus has the default).
-    #[arg(long, default_value_t = corpus::DEFAULT_STORIES,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    /// Number of stories (the built-in corpus has the default); at most [`MAX_STORIES`].
+    #[arg(long, default_value_t = corpus::DEFAULT_STORIES)]
     pub stories: usize,
 }
 
 /// Runs `ane-train corpus`.
 pub fn run(args: &CorpusArgs) -> Result<ExitCode> {
+    if args.stories > MAX_STORIES {
+        anyhow::bail!(
+            "--stories is {}; at most {MAX_STORIES} stories can be generated",
+            args.stories
+        );
+    }
     let text = corpus::generate(args.seed, args.stories);
     match &args.out {
         Some(path) => {

@@ -54,7 +54,12 @@ pub(crate) fn check_sample_args(prompt: &str, temperature: f32, seq_len: usize) 
     Ok(())
 }
 
-/// Continues `prompt` for up to `tokens` tokens of `tok`; returns prompt + continuation.
+/// The most tokens one `sample` (or the sample at the end of `train`) generates: each token is a
+/// full-window forward pass, so more than this would run for days.
+pub(crate) const MAX_SAMPLE_TOKENS: usize = 100_000;
+
+/// Continues `prompt` for up to `tokens` (at most [`MAX_SAMPLE_TOKENS`]) tokens of `tok`;
+/// returns prompt + continuation.
 pub(crate) fn sample(
     model: &mut Model,
     tok: &TextTokenizer,
@@ -63,6 +68,9 @@ pub(crate) fn sample(
     temperature: f32,
     seed: u64,
 ) -> Result<String> {
+    if tokens > MAX_SAMPLE_TOKENS {
+        bail!("--tokens (--sample-tokens for train) is {tokens}; at most {MAX_SAMPLE_TOKENS} tokens can be sampled");
+    }
     let ids = tok.encode(prompt.as_bytes(), true);
     check_sample_args(prompt, temperature, model.config().seq_len)?;
     let opts = SampleOptions {
