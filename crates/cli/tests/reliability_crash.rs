@@ -19,8 +19,22 @@ const STEPS: &str = "600";
 fn train(out: &Path, model: &Path, resume: bool) -> Command {
     let mut c = bin();
     c.arg("train")
-        .args(["--device", "cpu", "--steps", STEPS, "--checkpoint-every", "1"])
-        .args(["--sample-tokens", "0", "--eval-every", "0", "--log-every", "0"])
+        .args([
+            "--device",
+            "cpu",
+            "--steps",
+            STEPS,
+            "--checkpoint-every",
+            "1",
+        ])
+        .args([
+            "--sample-tokens",
+            "0",
+            "--eval-every",
+            "0",
+            "--log-every",
+            "0",
+        ])
         .arg("--out")
         .arg(out);
     if resume {
@@ -76,7 +90,11 @@ fn kill_9_at_twenty_moments_loses_nothing_and_ends_byte_identical() {
         // so kills land both mid-write and mid-update, and the run cannot finish early.
         let pause = if kill % 2 == 0 { "40" } else { "15" };
         cmd.env("ANE_TRAIN_TEST_SLOW_WRITE_MS", pause);
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
@@ -95,12 +113,22 @@ fn kill_9_at_twenty_moments_loses_nothing_and_ends_byte_identical() {
         "no progress across the kills: {steps_seen:?}"
     );
     // Resumed runs continue; a step count never goes back.
-    assert!(steps_seen.windows(2).all(|w| w[0] <= w[1]), "{steps_seen:?}");
+    assert!(
+        steps_seen.windows(2).all(|w| w[0] <= w[1]),
+        "{steps_seen:?}"
+    );
 
     let (out, text) = run(&mut train(&crashed, &model, true));
     assert!(out.status.success(), "final resume failed:\n{text}");
-    assert_eq!(temps(&crashed), Vec::<String>::new(), "temporary files survived");
+    assert_eq!(
+        temps(&crashed),
+        Vec::<String>::new(),
+        "temporary files survived"
+    );
     let got = std::fs::read(&ckpt).unwrap();
-    assert!(got == want, "final checkpoint differs from the uninterrupted run's");
+    assert!(
+        got == want,
+        "final checkpoint differs from the uninterrupted run's"
+    );
     assert!(!crashed.join("lock").exists(), "the lock outlived the run");
 }

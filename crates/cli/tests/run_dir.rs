@@ -11,7 +11,14 @@ use common::{bin, run, tiny, tmp};
 fn fresh(out: &Path, model: &Path, steps: &str) -> Command {
     let mut c = bin();
     c.arg("train")
-        .args(["--device", "cpu", "--steps", steps, "--checkpoint-every", "1"])
+        .args([
+            "--device",
+            "cpu",
+            "--steps",
+            steps,
+            "--checkpoint-every",
+            "1",
+        ])
         .args(["--sample-tokens", "0", "--eval-every", "0"])
         .arg("--model")
         .arg(model)
@@ -59,7 +66,10 @@ fn a_busy_directory_is_refused_and_a_stale_lock_taken_over() {
     let lock = out.join("lock");
     std::fs::write(
         &lock,
-        format!("pid={me}\nstart={start}\nhost={}\ncommand=other-run --x\n", host()),
+        format!(
+            "pid={me}\nstart={start}\nhost={}\ncommand=other-run --x\n",
+            host()
+        ),
     )
     .unwrap();
     let (o, text) = run(&mut fresh(&out, &model, "2"));
@@ -94,7 +104,15 @@ fn resume_continues_in_its_directory_and_never_replaces_another_run() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     let (o, text) = run(bin()
         .current_dir(&elsewhere)
-        .args(["train", "--device", "cpu", "--steps", "5", "--sample-tokens", "0"])
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "5",
+            "--sample-tokens",
+            "0",
+        ])
         .arg("--resume")
         .arg(a.join("checkpoint.bin")));
     assert!(o.status.success(), "{text}");
@@ -104,7 +122,15 @@ fn resume_continues_in_its_directory_and_never_replaces_another_run() {
     // Resuming a's run into b, which holds b's own checkpoint: refused, b untouched.
     let before = std::fs::read(b.join("checkpoint.bin")).unwrap();
     let (o, text) = run(bin()
-        .args(["train", "--device", "cpu", "--steps", "7", "--sample-tokens", "0"])
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "7",
+            "--sample-tokens",
+            "0",
+        ])
         .arg("--resume")
         .arg(a.join("checkpoint.bin"))
         .arg("--out")
@@ -131,8 +157,8 @@ fn generations_are_kept_and_fresh_runs_never_lose_one() {
         let (o, text) = run(&mut fresh(&out, &model, "2"));
         assert!(o.status.success(), "{text}");
     }
-    assert_eq!(step(&out.join("checkpoint.prev1.bin")), 5);
-    assert_eq!(step(&out.join("checkpoint.prev1.2.bin")), 3);
+    assert_eq!(step(&out.join("checkpoint.prev.bin")), 5);
+    assert_eq!(step(&out.join("checkpoint.prev.2.bin")), 3);
     assert_eq!(step(&out.join("checkpoint.prev2.bin")), 2);
     assert_eq!(step(&out.join("checkpoint.bin")), 2);
 
@@ -169,7 +195,10 @@ fn a_failed_periodic_save_warns_and_a_failed_final_save_is_an_error() {
     // Saves 1-3 are periodic, 4 is the final one.
     let (o, text) = run(fresh(&out, &model, "4").env("ANE_TRAIN_TEST_FAIL_SAVE", "2"));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("warning: checkpoint at update 2 failed"), "{text}");
+    assert!(
+        text.contains("warning: checkpoint at update 2 failed"),
+        "{text}"
+    );
     assert_eq!(step(&out.join("checkpoint.bin")), 4);
 
     let out = d.join("run2");
@@ -213,8 +242,7 @@ fn ctrl_c_writes_the_report() {
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["interrupted"], true);
     assert_eq!(report["chain"]["processes"], 1);
     assert!(report["updates"].as_u64().unwrap() >= 1);

@@ -38,7 +38,10 @@ impl Chain {
                     processes: p.parse().ok()?,
                     restarts: 0,
                     updates: u.parse().ok()?,
-                    train_seconds: s.parse().ok().filter(|x: &f64| x.is_finite() && *x >= 0.0)?,
+                    train_seconds: s
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| x.is_finite() && *x >= 0.0)?,
                     compiles: c.parse().ok()?,
                 })
             })(),
@@ -82,7 +85,10 @@ mod tests {
     #[test]
     fn totals_add_up_and_round_trip_through_the_variable() {
         let c = Chain::default().plus(5, 1.5, 10).plus(3, 0.5, 4);
-        assert_eq!((c.processes, c.restarts, c.updates, c.compiles), (2, 1, 8, 14));
+        assert_eq!(
+            (c.processes, c.restarts, c.updates, c.compiles),
+            (2, 1, 8, 14)
+        );
         assert_eq!(c.train_seconds, 2.0);
         let text = c.to_env();
         assert_eq!(text, "2,8,2,14");

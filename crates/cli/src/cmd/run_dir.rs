@@ -150,12 +150,19 @@ impl RunLock {
                  or remove {} if that process is gone",
                 dir.display(),
                 other.pid,
-                if other.host.is_empty() { "this host" } else { &other.host },
+                if other.host.is_empty() {
+                    "this host"
+                } else {
+                    &other.host
+                },
                 other.command,
                 path.display()
             );
         }
-        bail!("could not take the run lock {}: it keeps changing", path.display())
+        bail!(
+            "could not take the run lock {}: it keeps changing",
+            path.display()
+        )
     }
 }
 
@@ -186,8 +193,7 @@ fn temp_writer(name: &str) -> Option<u32> {
 pub(crate) fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
     let me = std::process::id();
     let mut removed = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = temp_writer(&name) else {
@@ -243,17 +249,24 @@ pub(crate) fn rotate(dir: &Path, keep: usize) -> Result<()> {
 }
 
 /// A fresh run in `dir`: moves the checkpoints of the run that was there (all generations)
-/// aside to `checkpoint.prev<n>.bin` / `checkpoint.prev<n>.<k>.bin` with the first free `n`,
+/// aside to `checkpoint.prev.bin`, `checkpoint.prev2.bin`, … (the first free name; older
+/// generations `checkpoint.prev<n>.<k>.bin`),
 /// so no earlier run's checkpoint is ever lost. Returns the new name of the newest, if any.
 pub(crate) fn move_previous_run(dir: &Path) -> Result<Option<PathBuf>> {
     if !generation(dir, 0).exists() {
         return Ok(None);
     }
+    // The first earlier run keeps the name earlier versions gave it, `checkpoint.prev.bin`.
     let prev = |n: u32, k: usize| {
-        dir.join(if k == 0 {
-            format!("checkpoint.prev{n}.bin")
+        let tag = if n == 1 {
+            "prev".to_string()
         } else {
-            format!("checkpoint.prev{n}.{k}.bin")
+            format!("prev{n}")
+        };
+        dir.join(if k == 0 {
+            format!("checkpoint.{tag}.bin")
+        } else {
+            format!("checkpoint.{tag}.{k}.bin")
         })
     };
     let n = (1..u32::MAX)

@@ -29,9 +29,9 @@ use super::progress::Progress;
 use super::restart::{interrupt_flag, restart, ENV_RESTARTS};
 use super::run_chain::Chain;
 use super::run_dir::{self, RunLock, Saver};
-use super::train_report::{chain_of, report_of, run_dir_of, write_report};
 use super::sample::{check_sample_args, sample};
 use super::train_inputs::{initial_params, inputs, new_model_config, start, Inputs};
+use super::train_report::{chain_of, report_of, run_dir_of, write_report};
 
 /// Arguments of `ane-train train`.
 #[derive(Debug, Args)]
@@ -90,7 +90,8 @@ pub struct TrainArgs {
     /// a `lock` naming the process using it (a second run there is refused; a lock left by a
     /// killed process is taken over). Default: with --resume, the checkpoint's own directory,
     /// else `runs/<model name>`. A fresh run in a directory holding another run's checkpoints
-    /// moves them aside to `checkpoint.prev<n>.bin` (first free n), so none is ever lost.
+    /// moves them aside to `checkpoint.prev.bin`, `checkpoint.prev2.bin`, … (the first free
+    /// name), so none is ever lost.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write a checkpoint every this many updates (0: only at the end). A periodic save that
@@ -316,7 +317,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         None => {
             if let Some(prev) = run_dir::move_previous_run(&out)? {
                 println!(
-                    "  (the previous run's checkpoint is now {}; continue it with --resume {})",
+                    "  (the previous run's checkpoint is now {}; continue it with --resume {} \
+                     --out <another directory>)",
                     prev.display(),
                     prev.display()
                 );

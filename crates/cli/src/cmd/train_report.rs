@@ -91,4 +91,3 @@ pub(crate) fn write_report(
     .with_context(|| format!("writing the report {}", path.display()))?;
     Ok(path)
 }
-
