@@ -248,3 +248,32 @@ fn ctrl_c_writes_the_report() {
     assert!(report["updates"].as_u64().unwrap() >= 1);
     assert!(!out.join("lock").exists());
 }
+
+/// A Baked run on `ane-sim` with a small compile budget restarts itself (same pid, so it
+/// keeps its lock); the report of the process that ends it covers the whole chain.
+#[cfg(unix)]
+#[test]
+fn the_report_covers_every_process_of_a_restart_chain() {
+    let d = tmp("chain");
+    let model = tiny(&d);
+    let out = d.join("run");
+    let (o, text) = run(bin()
+        .env("ANE_MAX_COMPILES", "25")
+        .args([
+            "train", "--device", "ane-sim", "--mode", "baked", "--steps", "3",
+        ])
+        .args(["--sample-tokens", "0", "--eval-every", "0"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("restart 1 of this run"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["chain"]["processes"], 2, "{report}");
+    assert_eq!(report["chain"]["restarts"], 1);
+    assert_eq!(report["chain"]["updates"], 3);
+    assert!(report["updates"].as_u64().unwrap() < 3);
+    assert!(!out.join("lock").exists());
+}
