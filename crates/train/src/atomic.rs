@@ -18,6 +18,7 @@ pub fn write_atomic(
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         write(&mut w)?;
         w.flush()?;
+        test_slow_write();
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -33,4 +34,16 @@ pub fn write_atomic(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Test-only hook: `ANE_TRAIN_TEST_SLOW_WRITE_MS=<ms>` sleeps this long after the temporary
+/// file's bytes are written and before it is synced and renamed, so a test can kill a writer
+/// while its temporary file exists. Unset or not a number: no pause.
+fn test_slow_write() {
+    if let Some(ms) = std::env::var("ANE_TRAIN_TEST_SLOW_WRITE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+    }
 }

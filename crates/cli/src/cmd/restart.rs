@@ -42,8 +42,9 @@ const FROM_CHECKPOINT: [&str; 10] = [
 ];
 
 /// Re-executes this program with `--resume <checkpoint>`, dropping the flags the checkpoint
-/// now provides.
-pub(crate) fn restart(ckpt: &Path) -> Result<ExitCode> {
+/// now provides; `chain` (the [`super::run_chain::ENV_CHAIN`] value) hands the totals so far
+/// to the next process. On Unix the same pid continues, so it keeps the run-directory lock.
+pub(crate) fn restart(ckpt: &Path, chain: &str) -> Result<ExitCode> {
     let mut args: Vec<OsString> = Vec::new();
     let mut skip = false;
     for a in std::env::args_os().skip(1) {
@@ -72,7 +73,9 @@ pub(crate) fn restart(ckpt: &Path) -> Result<ExitCode> {
         + 1;
     let exe = std::env::current_exe().context("finding this program to restart it")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(&args).env(ENV_RESTARTS, n.to_string());
+    cmd.args(&args)
+        .env(ENV_RESTARTS, n.to_string())
+        .env(super::run_chain::ENV_CHAIN, chain);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

@@ -38,9 +38,20 @@ pub struct SampleArgs {
     pub seed: u64,
 }
 
-/// Refuses a prompt the model cannot see whole (BOS + bytes must fit one window) and a
-/// temperature that is not a finite number >= 0.
-pub(crate) fn check_sample_args(prompt: &str, temperature: f32, seq_len: usize) -> Result<()> {
+/// Refuses a prompt the model cannot see whole (BOS + bytes must fit one window), a
+/// temperature that is not a finite number >= 0, and more than [`MAX_SAMPLE_TOKENS`] tokens.
+pub(crate) fn check_sample_args(
+    prompt: &str,
+    temperature: f32,
+    tokens: usize,
+    seq_len: usize,
+) -> Result<()> {
+    if tokens > MAX_SAMPLE_TOKENS {
+        bail!(
+            "--tokens (--sample-tokens for train) is {tokens}; at most {MAX_SAMPLE_TOKENS} tokens \
+             can be sampled"
+        );
+    }
     if prompt.len() + 1 > seq_len {
         bail!(
             "the prompt is {} bytes; this model sees at most {} (--prompt)",
@@ -68,11 +79,8 @@ pub(crate) fn sample(
     temperature: f32,
     seed: u64,
 ) -> Result<String> {
-    if tokens > MAX_SAMPLE_TOKENS {
-        bail!("--tokens (--sample-tokens for train) is {tokens}; at most {MAX_SAMPLE_TOKENS} tokens can be sampled");
-    }
     let ids = tok.encode(prompt.as_bytes(), true);
-    check_sample_args(prompt, temperature, model.config().seq_len)?;
+    check_sample_args(prompt, temperature, tokens, model.config().seq_len)?;
     let opts = SampleOptions {
         max_tokens: tokens,
         temperature,

@@ -19,7 +19,6 @@ use ane_train::kernels::WeightMode;
 use ane_train::llama::{Model, ModelOptions};
 use ane_train::model::ModelConfig;
 use ane_train::optim::{AdamWConfig, Schedule};
-use ane_train::report::EfficiencyReport;
 use ane_train::trainer::{StepOutcome, Trainer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -28,8 +27,11 @@ use super::knobs::{self, ENV_ACCUM_STEPS};
 use super::metrics::{Line, MetricsLog};
 use super::progress::Progress;
 use super::restart::{interrupt_flag, restart, ENV_RESTARTS};
+use super::run_chain::Chain;
+use super::run_dir::{self, RunLock, Saver};
 use super::sample::{check_sample_args, sample};
 use super::train_inputs::{initial_params, inputs, new_model_config, start, Inputs};
+use super::train_report::{chain_of, report_of, run_dir_of, write_report};
 
 /// Arguments of `ane-train train`.
 #[derive(Debug, Args)]
@@ -84,15 +86,26 @@ pub struct TrainArgs {
     /// Seed of the initial weights, the window order and the sample [default: 1].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Directory for the checkpoint (`checkpoint.bin`) and the report (`report.json`);
-    /// default `runs/<model name>`.
+    /// Directory of the run: checkpoints (`checkpoint.bin`), the report (`report.json`) and
+    /// a `lock` naming the process using it (a second run there is refused; a lock left by a
+    /// killed process is taken over). Default: with --resume, the checkpoint's own directory,
+    /// else `runs/<model name>`. A fresh run in a directory holding another run's checkpoints
+    /// moves them aside to `checkpoint.prev.bin`, `checkpoint.prev2.bin`, … (the first free
+    /// name), so none is ever lost.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Write a checkpoint every this many updates (0: only at the end).
+    /// Write a checkpoint every this many updates (0: only at the end). A periodic save that
+    /// fails (disk full, permissions) warns and is retried at the next one; the final save
+    /// failing is an error.
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
+    /// Checkpoint generations kept, at least 1: `checkpoint.bin` is the newest complete one,
+    /// `checkpoint.1.bin` the save before it, and so on.
+    #[arg(long, default_value_t = 2)]
+    pub keep: usize,
     /// Continue the run saved in this checkpoint (its settings win over the flags above,
-    /// except --steps, which may extend the run).
+    /// except --steps, which may extend the run). It continues in the checkpoint's directory
+    /// unless --out says otherwise; an --out holding a different run's checkpoint is refused.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Print the held-out loss every this many updates (0: only at the end).
@@ -288,24 +301,36 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     // Everything that can be refused is refused before any file is touched or time spent.
     data.check(cfg.vocab_size, cfg.seq_len)?;
     if args.sample_tokens > 0 {
-        check_sample_args(&args.prompt, args.temperature, cfg.seq_len)?;
+        check_sample_args(
+            &args.prompt,
+            args.temperature,
+            args.sample_tokens,
+            cfg.seq_len,
+        )?;
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    let chain = Chain::inherited()?;
+    let out = run_dir_of(args, &cfg);
+    let mut saver = Saver::new(&out, args.keep)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let ckpt_path = out.join("checkpoint.bin");
+    // Held until this function returns (every exit path); a restart's exec keeps it.
+    let _lock = RunLock::acquire(&out)?;
+    for name in run_dir::remove_stale_temps(&out)? {
+        println!("  removed {name}, left by an interrupted write");
+    }
+    let ckpt_path = saver.path();
     let fresh = args.resume.is_none();
-    if fresh && ckpt_path.exists() {
-        // A new run must not silently destroy the last one: keep it beside.
-        let prev = out.join("checkpoint.prev.bin");
-        std::fs::rename(&ckpt_path, &prev)
-            .with_context(|| format!("moving the previous checkpoint to {}", prev.display()))?;
-        println!(
-            "  (the previous run's checkpoint is now {}; continue a run with --resume)",
-            prev.display()
-        );
+    match &args.resume {
+        Some(from) => run_dir::check_resume_target(from, &out)?,
+        None => {
+            if let Some(prev) = run_dir::move_previous_run(&out)? {
+                println!(
+                    "  (the previous run's checkpoint is now {}; continue it with --resume {} \
+                     --out <another directory>)",
+                    prev.display(),
+                    prev.display()
+                );
+            }
+        }
     }
     let s = *trainer.settings();
     println!(
@@ -371,7 +396,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let interrupted = interrupt_flag();
     loop {
         if interrupted.load(Ordering::SeqCst) {
-            trainer.save(&ckpt_path)?;
+            saver.save(&trainer)?;
             bar.finish();
             println!(
                 "  interrupted: checkpointed at update {} in {}; continue with --resume {}",
@@ -379,6 +404,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                 ckpt_path.display(),
                 ckpt_path.display()
             );
+            let report = report_of(&trainer, &device, mode, &step_times, last_loss, eval_loss);
+            write_report(args, &out, &report, chain_of(&chain, &trainer), true)?;
             return Ok(ExitCode::from(130));
         }
         let weight_update_before = trainer.totals().weight_update;
@@ -423,12 +450,18 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                     ));
                 }
                 if every(args.checkpoint_every) {
-                    trainer.save(&ckpt_path)?;
+                    if let Err(e) = saver.save(&trainer) {
+                        bar.println(&format!(
+                            "  warning: checkpoint at update {} failed ({e:#}); training goes \
+                             on, the next save retries, the previous checkpoint is intact",
+                            r.step
+                        ));
+                    }
                 }
             }
             StepOutcome::Finished => break,
             StepOutcome::RestartNeeded { needed, remaining } => {
-                trainer.save(&ckpt_path)?;
+                saver.save(&trainer)?;
                 bar.finish();
                 if interrupted.load(Ordering::SeqCst) {
                     println!(
@@ -436,6 +469,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                         trainer.steps_done(),
                         ckpt_path.display()
                     );
+                    let report =
+                        report_of(&trainer, &device, mode, &step_times, last_loss, eval_loss);
+                    write_report(args, &out, &report, chain_of(&chain, &trainer), true)?;
                     return Ok(ExitCode::from(130));
                 }
                 println!(
@@ -443,12 +479,12 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
                      left; checkpointed at update {} and restarting",
                     trainer.steps_done()
                 );
-                return restart(&ckpt_path);
+                return restart(&ckpt_path, &chain_of(&chain, &trainer).to_env());
             }
         }
     }
     bar.finish();
-    trainer.save(&ckpt_path)?;
+    saver.save(&trainer)?;
     // Baked: the final weights' kernels are not compiled yet; evaluating and sampling need
     // them, which the compile budget may not allow in this process.
     let can_run = can_evaluate(trainer.model());
@@ -463,6 +499,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         );
     }
     if interrupted.load(Ordering::SeqCst) {
+        let report = report_of(&trainer, &device, mode, &step_times, last_loss, eval_loss);
+        write_report(args, &out, &report, chain_of(&chain, &trainer), true)?;
         return Ok(ExitCode::from(130));
     }
     if can_run {
@@ -470,16 +508,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         log_eval(&mut metrics, trainer.steps_done(), end)?;
         eval_loss = end.or(eval_loss);
     }
-    let report = EfficiencyReport::new(
-        &cfg,
-        &device.capabilities().description,
-        mode.name(),
-        &trainer.totals(),
-        &step_times,
-        trainer.model().compile_count(),
-        last_loss,
-        eval_loss,
-    );
+    let report = report_of(&trainer, &device, mode, &step_times, last_loss, eval_loss);
     print!("{}", report.render());
     if let Some(e) = eval_loss {
         let bytes = trainer.tokenizer().decode(0, &data.eval).len();
@@ -489,9 +518,14 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             println!("  held-out {e:.4} nats/token = {bpb:.3} bits/byte");
         }
     }
-    let json_path = args.json.clone().unwrap_or_else(|| out.join("report.json"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    let chain = chain_of(&chain, &trainer);
+    if chain.processes > 1 {
+        println!(
+            "  whole run: {} processes ({} restarts), {} updates, {:.1} s in updates, {} compiles",
+            chain.processes, chain.restarts, chain.updates, chain.train_seconds, chain.compiles
+        );
+    }
+    let json_path = write_report(args, &out, &report, chain, false)?;
     println!(
         "checkpoint {}  report {}",
         ckpt_path.display(),
