@@ -103,6 +103,24 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with this thread's packing scratch, grown to `grow` floats when it holds fewer
+/// than `need` (so it holds at least `need`). A nested call on this thread (none exists today)
+/// finds the scratch borrowed and packs into a buffer of its own rather than failing.
+fn with_scratch(need: usize, grow: usize, f: impl FnOnce(&mut Vec<f32>)) {
+    SCRATCH.with(|cell| {
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let scratch = match guard.as_mut() {
+            Ok(s) => &mut **s,
+            Err(_) => &mut own,
+        };
+        if scratch.len() < need {
+            scratch.resize(need.max(grow), 0.0);
+        }
+        f(scratch)
+    });
+}
+
 /// Allocates the packing scratch of every thread of the current rayon pool and of the calling
 /// thread now (a model calls it when it is built), so that no product allocates later.
 pub fn reserve_scratch() {
@@ -158,18 +176,7 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<(), GemmLe
     // (row stride, column stride) of op(A) [m,k] and op(B) [k,n] in their storage.
     let (a_rs, a_cs) = if g.trans_a { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if g.trans_b { (1, k) } else { (n, 1) };
-    SCRATCH.with(|cell| {
-        // A nested call on this thread (none exists today) would find the scratch borrowed;
-        // it then packs into a buffer of its own rather than failing.
-        let mut own = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let scratch = match guard.as_mut() {
-            Ok(s) => &mut **s,
-            Err(_) => &mut own,
-        };
-        if scratch.len() < need {
-            scratch.resize(need.max(most), 0.0);
-        }
+    with_scratch(need, most, |scratch| {
         // SAFETY: the lengths were checked above to be exactly m·k, k·n and m·n; the strides
         // address element (i, p) of op(A) at i·a_rs + p·a_cs < m·k, (p, j) of op(B) at
         // p·b_rs + j·b_cs < k·n and (i, j) of C at i·n + j < m·n. `c` is exclusively borrowed
@@ -314,17 +321,8 @@ pub fn matmul_views(
         rs: isz(rs),
         cs: isz(cs),
     };
-    SCRATCH.with(|cell| {
-        let mut own = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let scratch = match guard.as_mut() {
-            Ok(s) => &mut **s,
-            Err(_) => &mut own,
-        };
-        let need = scratch_len(m, n, 1);
-        if scratch.len() < need {
-            scratch.resize(need, 0.0);
-        }
+    let need = scratch_len(m, n, 1);
+    with_scratch(need, need, |scratch| {
         // SAFETY: `fits` checked that every (i, j) of each view lies inside its slice (so the
         // strides, each at most a slice length, fit isize); C is exclusively borrowed, so it
         // aliases neither A nor B, and its elements are distinct (checked); when accumulating

@@ -483,23 +483,10 @@ fn combine_rows(
     }
 }
 
-/// `p ← exp(p − m)`; returns `Σ p`.
+/// `p ← exp(p − m)`; returns `Σ p` (the tiled bodies' exponent with scale 1, which is exact).
 #[inline(always)]
 fn exp_in_place(p: &mut [f32], m: f32) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let mut chunks = p.chunks_exact_mut(16);
-    for ch in &mut chunks {
-        for (l, x) in lanes.iter_mut().zip(ch.iter_mut()) {
-            *x = exp_f32(*x - m);
-            *l += *x;
-        }
-    }
-    let mut tail = 0.0;
-    for x in chunks.into_remainder() {
-        *x = exp_f32(*x - m);
-        tail += *x;
-    }
-    lanes.iter().sum::<f32>() + tail
+    tiled::exp_scaled(p, 1.0, m)
 }
 
 /// `Σ x·y` with 16 independent partial sums (so it vectorises without reassociation).

@@ -208,7 +208,7 @@ pub(super) fn backward_head(
 
 /// `p ← exp(scale·p − m)`; returns `Σ p` (16 partial sums, so it vectorises).
 #[inline(always)]
-fn exp_scaled(p: &mut [f32], scale: f32, m: f32) -> f32 {
+pub(super) fn exp_scaled(p: &mut [f32], scale: f32, m: f32) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = p.chunks_exact_mut(16);
     for ch in &mut chunks {
