@@ -423,15 +423,24 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
         .iter()
         .map(|x| ((x + 1.0) * 0.5 * (cfg.vocab_size - 1) as f32) as u32)
         .collect();
-    model.loss_and_grads(&tokens)?;
+    // One gradient buffer for every step, as the trainer keeps one.
+    let mut grads = vec![0.0f32; model.params().len()];
+    model.loss_and_grads_into(&tokens, &mut grads)?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let (mut total, mut dev, mut host, mut traffic, mut attn) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut total, mut dev, mut host, mut traffic, mut attn, mut cls, mut off) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut loss = 0.0;
     let kinds = model.kernel_set().kinds();
     let mut per_kernel: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for _ in 0..args.steps.max(1) {
-        loss = model.loss_and_grads(&tokens)?.0;
+        loss = model.loss_and_grads_into(&tokens, &mut grads)?;
         let tm = model.timings();
         for (v, k) in per_kernel.iter_mut().zip(kinds) {
             v.push(ms(tm.per_kernel[k.index()]));
@@ -441,13 +450,17 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
         host.push(ms(tm.host));
         traffic.push(ms(tm.traffic));
         attn.push(ms(tm.attention));
+        cls.push(ms(tm.classifier));
+        off.push(ms(tm.host + tm.traffic));
     }
     let rows = [
         ("total", Stat::of(total)),
         ("device kernels", Stat::of(dev)),
         ("host ops", Stat::of(host)),
         ("  host attention", Stat::of(attn)),
+        ("  host classifier", Stat::of(cls)),
         ("surface traffic", Stat::of(traffic)),
+        ("host + traffic", Stat::of(off)),
     ];
     println!(
         "  loss {loss:.4} (random init; ln V = {:.4})",
@@ -459,7 +472,7 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     );
     for (name, s) in &rows {
         println!(
-            "    {name:<16} {:9.1}  [{:.1}, {:.1}]",
+            "    {name:<17} {:9.1}  [{:.1}, {:.1}]",
             s.median, s.min, s.max
         );
     }

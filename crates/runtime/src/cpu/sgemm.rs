@@ -197,6 +197,13 @@ unsafe fn sgemm_rows(
 unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, dst: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     let avx = b.rs == 1 && nr.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx");
+    if b.cs == 1 {
+        // SAFETY: per the caller's contract; row p of the block starts at (pc + p, jc).
+        return unsafe {
+            let base = b.ptr.get().offset(pc as isize * b.rs + jc as isize);
+            pack_unit(base, b.rs, nb, kb, nr, dst)
+        };
+    }
     // SAFETY: per the caller's contract.
     unsafe {
         let mut d = dst;
@@ -213,7 +220,7 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, 
                 while p0 + 8 <= kb {
                     for jj in (0..nr).step_by(8) {
                         let src = col0.offset(p0 as isize + jj as isize * b.cs);
-                        transpose8_avx(src, b.cs, d.add(p0 * nr + jj), nr);
+                        transpose8_avx(src, b.cs, 8, d.add(p0 * nr + jj), nr, 8);
                     }
                     p0 += 8;
                 }
@@ -224,16 +231,12 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, 
                     .ptr
                     .get()
                     .offset((pc + p) as isize * b.rs + (jc + j0) as isize * b.cs);
-                if b.cs == 1 && w == nr {
-                    std::ptr::copy_nonoverlapping(row, d, nr);
-                } else {
-                    for j in 0..nr {
-                        *d.add(j) = if j < w {
-                            *row.offset(j as isize * b.cs)
-                        } else {
-                            0.0
-                        };
-                    }
+                for j in 0..nr {
+                    *d.add(j) = if j < w {
+                        *row.offset(j as isize * b.cs)
+                    } else {
+                        0.0
+                    };
                 }
                 d = d.add(nr);
             }
@@ -241,10 +244,72 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, 
     }
 }
 
+/// Packs `len × kb` elements whose panel dimension is contiguous (element `(i, p)` at
+/// `src + i + p·ps`) into panels of `w`: `dst[i / w][p][i % w]`, the last panel zero-padded.
+/// Step by step, so each step's `len` elements are read in one contiguous run.
+///
+/// # Safety
+/// Every `(i, p)` with `i < len`, `p < kb` is readable; `dst` holds `len.div_ceil(w)·w·kb`
+/// writable floats not overlapping the source.
+unsafe fn pack_unit(src: *const f32, ps: isize, len: usize, kb: usize, w: usize, dst: *mut f32) {
+    let (full, rem) = (len / w, len % w);
+    // SAFETY: per the contract; panel `ip` occupies `w·kb` floats from `ip·w·kb`.
+    unsafe {
+        for p in 0..kb {
+            let row = src.offset(p as isize * ps);
+            for ip in 0..full {
+                copy_short(row.add(ip * w), dst.add(ip * w * kb + p * w), w);
+            }
+            if rem > 0 {
+                let d = dst.add(full * w * kb + p * w);
+                for i in 0..w {
+                    *d.add(i) = if i < rem { *row.add(full * w + i) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Copies `n` floats from `src` to `dst` (not overlapping), as fixed-size moves for the
+/// panel widths the micro-kernels use instead of a call to `memcpy` per panel row.
+///
+/// # Safety
+/// As [`std::ptr::copy_nonoverlapping`] for `n` floats.
+#[inline(always)]
+unsafe fn copy_short(src: *const f32, dst: *mut f32, n: usize) {
+    /// One unaligned load and store of `N` floats (arms of one `memcpy` each would be merged
+    /// back into a single variable-length call).
+    #[inline(always)]
+    unsafe fn fixed<const N: usize>(src: *const f32, dst: *mut f32) {
+        // SAFETY: per `copy_short`'s contract with `n == N`.
+        unsafe {
+            let v = src.cast::<[f32; N]>().read_unaligned();
+            dst.cast::<[f32; N]>().write_unaligned(v);
+        }
+    }
+    // SAFETY: per the contract; each arm copies exactly `n` floats.
+    unsafe {
+        match n {
+            6 => fixed::<6>(src, dst),
+            8 => fixed::<8>(src, dst),
+            16 => fixed::<16>(src, dst),
+            32 => fixed::<32>(src, dst),
+            _ => std::ptr::copy_nonoverlapping(src, dst, n),
+        }
+    }
+}
+
 /// Packs `A[ic..ic+mb, pc..pc+kb]` into panels of `mr` rows: `dst[panel][p][i]`, zero-padded.
 unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, dst: *mut f32) {
     #[cfg(target_arch = "x86_64")]
-    let avx = mr == 8 && a.cs == 1 && std::arch::is_x86_feature_detected!("avx");
+    let avx = mr <= 8 && a.cs == 1 && std::arch::is_x86_feature_detected!("avx");
+    if a.rs == 1 {
+        // SAFETY: per the caller's contract; column p of the block starts at (ic, pc + p).
+        return unsafe {
+            let base = a.ptr.get().offset(ic as isize + pc as isize * a.cs);
+            pack_unit(base, a.cs, mb, kb, mr, dst)
+        };
+    }
     // SAFETY: per the caller's contract.
     unsafe {
         let mut d = dst;
@@ -255,12 +320,13 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, 
                 .get()
                 .offset((ic + i0) as isize * a.rs + pc as isize * a.cs);
             let mut p0 = 0;
-            // Rows contiguous in memory (row-major A): transpose 8×8 blocks in registers.
+            // Rows contiguous in memory (row-major A): transpose blocks of `h` rows by 8
+            // steps in registers, the rows past `h` as zeros.
             #[cfg(target_arch = "x86_64")]
-            if avx && h == 8 {
+            if avx {
                 while p0 + 8 <= kb {
-                    transpose8_avx(base.add(p0), a.rs, d, 8);
-                    d = d.add(64);
+                    transpose8_avx(base.add(p0), a.rs, h, d, mr, mr);
+                    d = d.add(8 * mr);
                     p0 += 8;
                 }
             }
@@ -279,19 +345,34 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, 
     }
 }
 
-/// Writes the transpose of the 8×8 block at `src` (rows `rs` floats apart) to `dst` (rows
-/// `ds` floats apart): `dst[k·ds + i] = src[i·rs + k]`.
+/// Writes the transpose of the `rows`×8 block at `src` (rows `rs` floats apart; rows past
+/// `rows` read as zeros) to 8 rows of `width` floats at `dst` (rows `ds` floats apart):
+/// `dst[k·ds + i] = src[i·rs + k]` for `i < width`.
 ///
 /// # Safety
-/// The 8 rows of 8 floats at `src` are readable, the 8 rows of 8 floats at `dst` writable,
-/// and the CPU has AVX.
+/// `rows <= 8`, `width <= 8`; the `rows` rows of 8 floats at `src` are readable, the 8 rows
+/// of `width` floats at `dst` writable, and the CPU has AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose8_avx(src: *const f32, rs: isize, dst: *mut f32, ds: usize) {
+unsafe fn transpose8_avx(
+    src: *const f32,
+    rs: isize,
+    rows: usize,
+    dst: *mut f32,
+    ds: usize,
+    width: usize,
+) {
     use std::arch::x86_64::*;
-    // SAFETY: per the contract; unaligned loads and stores only.
+    // SAFETY: per the contract; unaligned loads and (masked) stores only, rows past `rows`
+    // are never read and lanes past `width` never written.
     unsafe {
-        let r = |i: isize| _mm256_loadu_ps(src.offset(i * rs));
+        let r = |i: usize| {
+            if i < rows {
+                _mm256_loadu_ps(src.offset(i as isize * rs))
+            } else {
+                _mm256_setzero_ps()
+            }
+        };
         let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
         let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
         let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
@@ -315,8 +396,25 @@ unsafe fn transpose8_avx(src: *const f32, rs: isize, dst: *mut f32, ds: usize) {
             _mm256_permute2f128_ps::<0x31>(u2, u6),
             _mm256_permute2f128_ps::<0x31>(u3, u7),
         ];
-        for (k, v) in out.into_iter().enumerate() {
-            _mm256_storeu_ps(dst.add(k * ds), v);
+        if width == 8 {
+            for (k, v) in out.into_iter().enumerate() {
+                _mm256_storeu_ps(dst.add(k * ds), v);
+            }
+        } else {
+            let lane = |i: i32| if (i as usize) < width { -1 } else { 0 };
+            let mask = _mm256_setr_epi32(
+                lane(0),
+                lane(1),
+                lane(2),
+                lane(3),
+                lane(4),
+                lane(5),
+                lane(6),
+                lane(7),
+            );
+            for (k, v) in out.into_iter().enumerate() {
+                _mm256_maskstore_ps(dst.add(k * ds), mask, v);
+            }
         }
     }
 }
@@ -353,15 +451,27 @@ unsafe fn macro_tile(
                     .ptr
                     .get()
                     .offset((ic + i0) as isize * c.rs + (jc + j0) as isize * c.cs);
+                if c.rs == 1 && c.cs != 1 {
+                    // Column-major C (a transposed product): each column's h rows are one
+                    // contiguous run.
+                    for j in 0..w {
+                        let ccol = cbase.offset(j as isize * c.cs);
+                        for i in 0..h {
+                            let (d, v) = (ccol.add(i), tile[i * nr + j]);
+                            *d = if acc { *d + v } else { v };
+                        }
+                    }
+                    continue;
+                }
                 for i in 0..h {
                     let crow = cbase.offset(i as isize * c.rs);
                     let t = &tile[i * nr..i * nr + w];
                     if c.cs == 1 {
-                        let dst = std::slice::from_raw_parts_mut(crow, w);
                         if acc {
+                            let dst = std::slice::from_raw_parts_mut(crow, w);
                             dst.iter_mut().zip(t).for_each(|(d, &v)| *d += v);
                         } else {
-                            dst.copy_from_slice(t);
+                            copy_short(t.as_ptr(), crow, w);
                         }
                     } else {
                         for (j, &v) in t.iter().enumerate() {

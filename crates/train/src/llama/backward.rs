@@ -61,13 +61,17 @@ pub(super) fn layer_backward(
         dp,
     } = g;
     let mut attention = AttentionTime::ZERO;
-    // FFN: dffn = α·dy; dgate = W2ᵀ·dffn; SwiGLU backward; dx_ffn = W1ᵀ·dh1 + W3ᵀ·dh3.
+    // FFN: dffn = α·dy; dgate = W2ᵀ·dffn beside dW2; SwiGLU backward;
+    // dx_ffn = W1ᵀ·dh1 + W3ᵀ·dh3 beside dW1 and dW3 (each GEMM beside the kernel of its size).
     scaled(dffn, dy, alpha);
-    let kern = k.get(KernelKind::FfnBwdW2t)?;
-    kern.run(&[("dffn", &dffn[..])])?;
+    let [g2] = disjoint_mut(grads, [r.w2.clone()])?;
+    let jobs = [job(g2, &dffn[..], &sv.gate, acc(d, hid))];
+    host::overlap_dw(jobs, || -> Result<()> {
+        k.get(KernelKind::FfnBwdW2t)?.run(&[("dffn", &dffn[..])])
+    })??;
     dh1.fill(0.0);
     dh3.fill(0.0);
-    kern.with_part("dgate", |dgate| {
+    k.get(KernelKind::FfnBwdW2t)?.with_part("dgate", |dgate| {
         Ok(host::swiglu_backward(
             &mut dh1[..],
             &mut dh3[..],
@@ -76,8 +80,11 @@ pub(super) fn layer_backward(
             &sv.h3,
         )?)
     })?;
-    let [g2] = disjoint_mut(grads, [r.w2.clone()])?;
-    let jobs = [job(g2, &dffn[..], &sv.gate, acc(d, hid))];
+    let [g1, g3] = disjoint_mut(grads, [r.w1.clone(), r.w3.clone()])?;
+    let jobs = [
+        job(g1, &dh1[..], &sv.x2norm, acc(hid, d)),
+        job(g3, &dh3[..], &sv.x2norm, acc(hid, d)),
+    ];
     host::overlap_dw(jobs, || -> Result<()> {
         let kern = k.get(KernelKind::FfnBwdW13t)?;
         kern.run(&[("dh1", &dh1[..]), ("dh3", &dh3[..])])
@@ -96,33 +103,24 @@ pub(super) fn layer_backward(
                 eps,
             )?)
         })?;
-    // Attention output projection: da = Woᵀ·(α·dx2), beside dW1 and dW3.
+    // Attention output projection da = Woᵀ·(α·dx2), and the attention core. dWo runs beside
+    // the projection on the cpu set, beside the (larger) attention kernels on the Neural
+    // Engine set.
     scaled(&mut dx2s[..], &dx2[..], alpha);
-    let [g1, g3] = disjoint_mut(grads, [r.w1.clone(), r.w3.clone()])?;
-    let jobs = [
-        job(g1, &dh1[..], &sv.x2norm, acc(hid, d)),
-        job(g3, &dh3[..], &sv.x2norm, acc(hid, d)),
-    ];
-    host::overlap_dw(jobs, || -> Result<()> {
-        let kern = k.get(KernelKind::WotBwd)?;
-        kern.run(&[("dx2_scaled", &dx2s[..])])?;
-        if t.set == KernelSet::NeuralEngine {
-            // sdpaBwd1 takes it as an input: a copy either way. The cpu set reads it in place.
-            kern.part_into("da", &mut da[..])?;
-        }
-        Ok(())
-    })??;
-    // The attention core, beside dWo.
+    let [go] = disjoint_mut(grads, [r.wo.clone()])?;
+    let dwo = [job(go, &dx2s[..], &sv.attn_out, acc(d, qd))];
     dk_rope.fill(0.0);
     dv.fill(0.0);
-    let [go] = disjoint_mut(grads, [r.wo.clone()])?;
-    let jobs = [job(go, &dx2s[..], &sv.attn_out, acc(d, qd))];
     match t.set {
         KernelSet::NeuralEngine => {
+            let kern = k.get(KernelKind::WotBwd)?;
+            kern.run(&[("dx2_scaled", &dx2s[..])])?;
+            // sdpaBwd1 takes it as an input: a copy either way.
+            kern.part_into("da", &mut da[..])?;
             // K and V tiled to the query heads, back through softmax on the device.
             host::gqa_tile(&mut k_tiled[..], &sv.k_rope, nh, nkv, hd, s)?;
             host::gqa_tile(&mut v_tiled[..], &sv.v, nh, nkv, hd, s)?;
-            host::overlap_dw(jobs, || -> Result<()> {
+            host::overlap_dw(dwo, || -> Result<()> {
                 let kern = k.get(KernelKind::SdpaBwd1)?;
                 let acts = [
                     ("q_rope", &sv.q_rope[..]),
@@ -149,24 +147,24 @@ pub(super) fn layer_backward(
             host::gqa_reduce(&mut dv[..], &dv_full[..], nh, nkv, hd, s)?;
         }
         KernelSet::Cpu => {
-            dq_rope.fill(0.0);
-            let dims = t.attention_dims();
-            host::overlap_dw(jobs, || -> Result<()> {
-                let t0 = Instant::now();
-                k.get(KernelKind::WotBwd)?.with_part("da", |da| {
-                    Ok(host::attention_backward(
-                        (dq_rope, dk_rope, dv),
-                        da,
-                        (&sv.q_rope, &sv.k_rope, &sv.v),
-                        &sv.attn_out,
-                        &sv.lse,
-                        dims,
-                        attn_ws,
-                    )?)
-                })?;
-                attention += t0.elapsed();
-                Ok(())
+            host::overlap_dw(dwo, || {
+                k.get(KernelKind::WotBwd)?.run(&[("dx2_scaled", &dx2s[..])])
             })??;
+            dq_rope.fill(0.0);
+            let t0 = Instant::now();
+            // The fused attention backward reads da in place from the projection's output.
+            k.get(KernelKind::WotBwd)?.with_part("da", |da| {
+                Ok(host::attention_backward(
+                    (dq_rope, dk_rope, dv),
+                    da,
+                    (&sv.q_rope, &sv.k_rope, &sv.v),
+                    &sv.attn_out,
+                    &sv.lse,
+                    t.attention_dims(),
+                    attn_ws,
+                )?)
+            })?;
+            attention += t0.elapsed();
         }
     }
     // Inverse RoPE on the host, then dx through Wq, Wk, Wv (beside their dW).

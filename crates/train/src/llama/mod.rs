@@ -83,6 +83,9 @@ pub struct StepTimings {
     pub host: Duration,
     /// The part of `host` spent in the fused attention of the cpu kernel set.
     pub attention: Duration,
+    /// The part of `host` spent in the fused classifier and cross-entropy (with its backward
+    /// when gradients are taken).
+    pub classifier: Duration,
     /// Device time per kernel kind, summed over layers, in the order of [`KernelKind::ALL`].
     pub per_kernel: [Duration; KernelKind::ALL.len()],
 }
@@ -95,6 +98,7 @@ impl Default for StepTimings {
             traffic: Duration::ZERO,
             host: Duration::ZERO,
             attention: Duration::ZERO,
+            classifier: Duration::ZERO,
             per_kernel: [Duration::ZERO; KernelKind::ALL.len()],
         }
     }

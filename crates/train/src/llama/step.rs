@@ -10,6 +10,15 @@ use super::workspace::Workspace;
 use super::{Model, ModelError, Result, StepTimings};
 use crate::host::{self, LossGrads, RopeTable};
 
+/// Host time of one pass spent in the two largest host ops.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostParts {
+    /// The fused attention (cpu kernel set), forward and backward.
+    attention: Duration,
+    /// The fused classifier and cross-entropy, with its backward when gradients are taken.
+    classifier: Duration,
+}
+
 impl Model {
     pub(super) fn timed(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<f32> {
         self.recompile_if_stale()?;
@@ -31,16 +40,17 @@ impl Model {
                 timings.traffic += tr;
             }
         }
-        let attention = out.as_ref().map_or(Duration::ZERO, |&(_, a)| a);
+        let parts = out.as_ref().map_or(HostParts::default(), |&(_, p)| p);
         timings.host = total.saturating_sub(timings.device + timings.traffic);
-        timings.attention = attention;
+        timings.attention = parts.attention;
+        timings.classifier = parts.classifier;
         self.timings = timings;
         out.map(|(loss, _)| loss)
     }
 
     /// Forward (and, given a gradient buffer, backward, accumulating into it). Returns the
-    /// loss and the time spent in host attention.
-    fn run(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<(f32, Duration)> {
+    /// loss and the time spent in host attention and in the classifier.
+    fn run(&mut self, tokens: &[u32], grads: Option<&mut [f32]>) -> Result<(f32, HostParts)> {
         let Model {
             cfg,
             set,
@@ -116,7 +126,7 @@ impl Model {
         dloss: f32,
         compaction: &Option<host::VocabCompaction>,
         grads: Option<&mut [f32]>,
-    ) -> Result<(f32, Duration)> {
+    ) -> Result<(f32, HostParts)> {
         let Trunk {
             cfg,
             ranges,
@@ -142,6 +152,7 @@ impl Model {
             ..
         } = ws;
         let head = &params[ranges.head.clone()];
+        let t_cls = Instant::now();
         let Some(grads) = grads else {
             let loss = match compaction.as_ref() {
                 None => host::classifier_loss(None, xf, head, targets, v, d, dloss, loss_ws)?,
@@ -152,7 +163,14 @@ impl Model {
                     host::classifier_loss(None, xf, head_rows, mapped, cv, d, dloss, loss_ws)?
                 }
             };
-            return Ok((loss, attention));
+            let classifier = t_cls.elapsed();
+            return Ok((
+                loss,
+                HostParts {
+                    attention,
+                    classifier,
+                },
+            ));
         };
         dxf.fill(0.0);
         let loss = match compaction.as_ref() {
@@ -178,6 +196,7 @@ impl Model {
                 loss
             }
         };
+        let classifier = t_cls.elapsed();
         dx.fill(0.0);
         host::rmsnorm_backward(
             dx,
@@ -204,6 +223,12 @@ impl Model {
             std::mem::swap(dx, dx_next);
         }
         host::embedding_backward(&mut grads[ranges.embed.clone()], inputs, dx, v, d)?;
-        Ok((loss, attention))
+        Ok((
+            loss,
+            HostParts {
+                attention,
+                classifier,
+            },
+        ))
     }
 }
