@@ -18,6 +18,18 @@ fn main() {
             "classifier dW",
             Gemm::new(v, d, sc).a_transposed().accumulating(),
         ),
+        ("15m logits sc131", Gemm::new(131, v, 288).b_transposed()),
+        ("15m logits sc128", Gemm::new(128, v, 288).b_transposed()),
+        ("15m dx sc131", Gemm::new(131, 288, v)),
+        ("15m dx sc128", Gemm::new(128, 288, v)),
+        (
+            "15m dW sc131",
+            Gemm::new(v, 288, 131).a_transposed().accumulating(),
+        ),
+        (
+            "15m dW sc128",
+            Gemm::new(v, 288, 128).a_transposed().accumulating(),
+        ),
         (
             "dW2 [D,H]",
             Gemm::new(d, hid, s).b_transposed().accumulating(),

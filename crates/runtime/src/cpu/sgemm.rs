@@ -42,12 +42,14 @@ fn nc(n: usize) -> usize {
     n.next_multiple_of(NR_MAX).min(NC_MAX)
 }
 
-/// A micro-kernel: `tile[i·nr + j] = Σ_p a[p·mr + i] · b[p·nr + j]` over `kc` packed steps.
+/// A micro-kernel: `out[i·rs + j] (+)= Σ_p a[p·mr + i] · b[p·nr + j]` over `kc` packed steps,
+/// added into `out` when `acc` (the `mr × nr` result goes straight into a full tile of a
+/// row-major C, or into a scratch tile with `rs = nr`).
 #[derive(Clone, Copy)]
 struct Micro {
     mr: usize,
     nr: usize,
-    f: unsafe fn(usize, *const f32, *const f32, *mut f32),
+    f: unsafe fn(usize, *const f32, *const f32, *mut f32, isize, bool),
 }
 
 fn micro() -> Micro {
@@ -154,6 +156,7 @@ unsafe fn sgemm_rows(
     }
     let mk = micro();
     let ncb = nc(n);
+    let mcb = row_block(m, tasks, mk.mr);
     let bp = scratch;
     // SAFETY: the A-packing areas follow the B panel area inside `scratch`.
     let ap_base = Ptr(unsafe { scratch.get().add(KC * ncb) });
@@ -161,17 +164,28 @@ unsafe fn sgemm_rows(
         let nb = ncb.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kb = KC.min(k - pc);
-            // SAFETY: B block inside B; bp holds KC·ncb floats (nb rounded up to nr <= ncb).
-            unsafe { pack_b(b, pc, jc, kb, nb, mk.nr, bp.get()) };
-            let blocks = m.div_ceil(MC);
+            // The B block's panels packed across the tasks (packing it on one thread would
+            // leave the others idle for a quarter of a long-k product).
+            let panels = nb.div_ceil(mk.nr);
+            let min_panels = if kb * nb < (1 << 15) { panels } else { 1 };
+            split(panels, tasks, min_panels, |_, range| {
+                let j0 = range.start * mk.nr;
+                let w = (range.end * mk.nr).min(nb) - j0;
+                // SAFETY: B block inside B; bp holds KC·ncb floats (nb rounded up to nr <= ncb)
+                // and these panels occupy nr·kb floats each from panel range.start on, which
+                // no other task writes.
+                unsafe { pack_b(b, pc, jc + j0, kb, w, mk.nr, bp.get().add(j0 * kb)) };
+            });
+            let blocks = m.div_ceil(mcb);
             let min_blocks = if m * nb * kb < (1 << 17) { blocks } else { 1 };
             split(blocks, tasks, min_blocks, |task, range| {
-                // SAFETY: each task owns its MC·KC A-packing area and writes its own rows of C.
+                // SAFETY: each task owns its MC·KC A-packing area (mcb <= MC) and writes its own
+                // rows of C.
                 unsafe {
                     let ap = ap_base.get().add(task * MC * KC);
                     for blk in range {
-                        let ic = blk * MC;
-                        let mb = MC.min(m - ic);
+                        let ic = blk * mcb;
+                        let mb = mcb.min(m - ic);
                         pack_a(a, ic, pc, mb, kb, mk.mr, ap);
                         macro_tile(
                             mk,
@@ -190,6 +204,15 @@ unsafe fn sgemm_rows(
             });
         }
     }
+}
+
+/// Rows of A per packed block: at most [`MC`], a multiple of `mr`, and sized so the blocks
+/// divide evenly among `tasks` (288 rows on two tasks are four blocks of 72, not 96 + 96 + 96
+/// with one task doing two).
+fn row_block(m: usize, tasks: usize, mr: usize) -> usize {
+    let tasks = tasks.max(1);
+    let blocks = tasks * m.div_ceil(tasks * MC);
+    m.div_ceil(blocks).next_multiple_of(mr).min(MC)
 }
 
 /// Packs `B[pc..pc+kb, jc..jc+nb]` into panels of `nr` columns: `dst[panel][p][j]`,
@@ -439,18 +462,19 @@ unsafe fn macro_tile(
         let w = nr.min(nb - j0);
         for (ip, i0) in (0..mb).step_by(mr).enumerate() {
             let h = mr.min(mb - i0);
-            // SAFETY: panel offsets stay inside the packed blocks; the tile holds mr·nr floats.
+            // SAFETY: panel offsets stay inside the packed blocks; the tile holds mr·nr floats;
+            // a full tile of a row-major C is mr rows of nr elements of C.
             unsafe {
-                (mk.f)(
-                    kb,
-                    ap.add(ip * mr * kb),
-                    bp.add(jp * nr * kb),
-                    tile.as_mut_ptr(),
-                );
+                let (a, b) = (ap.add(ip * mr * kb), bp.add(jp * nr * kb));
                 let cbase = c
                     .ptr
                     .get()
                     .offset((ic + i0) as isize * c.rs + (jc + j0) as isize * c.cs);
+                if c.cs == 1 && h == mr && w == nr {
+                    (mk.f)(kb, a, b, cbase, c.rs, acc);
+                    continue;
+                }
+                (mk.f)(kb, a, b, tile.as_mut_ptr(), nr as isize, false);
                 if c.rs == 1 && c.cs != 1 {
                     // Column-major C (a transposed product): each column's h rows are one
                     // contiguous run.
@@ -486,10 +510,17 @@ unsafe fn macro_tile(
 }
 
 /// Portable 6×16 micro-kernel.
-unsafe fn micro_portable(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn micro_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    rs: isize,
+    acc: bool,
+) {
     const MR: usize = 6;
     const NR: usize = 16;
-    let mut acc = [[0f32; NR]; MR];
+    let mut sum = [[0f32; NR]; MR];
     for p in 0..kc {
         // SAFETY: packed panels hold kc steps of MR and NR floats.
         let (ar, br) = unsafe {
@@ -500,25 +531,30 @@ unsafe fn micro_portable(kc: usize, a: *const f32, b: *const f32, tile: *mut f32
         };
         for i in 0..MR {
             for j in 0..NR {
-                acc[i][j] += ar[i] * br[j];
+                sum[i][j] += ar[i] * br[j];
             }
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        // SAFETY: the tile holds MR·NR floats.
-        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), tile.add(i * NR), NR) };
+    for (i, row) in sum.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY: `out` addresses MR rows of NR floats, rows `rs` apart.
+            unsafe {
+                let d = out.offset(i as isize * rs + j as isize);
+                *d = if acc { *d + v } else { v };
+            }
+        }
     }
 }
 
 /// AVX2+FMA 6×16 micro-kernel (12 ymm accumulators).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rs: isize, acc: bool) {
     use std::arch::x86_64::*;
     const MR: usize = 6;
     const NR: usize = 16;
-    // SAFETY: the packed panels hold kc·MR and kc·NR floats; the tile MR·NR; unaligned
-    // loads/stores only.
+    // SAFETY: the packed panels hold kc·MR and kc·NR floats; `out` addresses MR rows of NR
+    // floats, rows `rs` apart; unaligned loads/stores only.
     unsafe {
         let mut c = [_mm256_setzero_ps(); 2 * MR];
         for p in 0..kc {
@@ -532,8 +568,14 @@ unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
             }
         }
         for i in 0..MR {
-            _mm256_storeu_ps(tile.add(i * NR), c[2 * i]);
-            _mm256_storeu_ps(tile.add(i * NR + 8), c[2 * i + 1]);
+            let row = out.offset(i as isize * rs);
+            let (mut lo, mut hi) = (c[2 * i], c[2 * i + 1]);
+            if acc {
+                lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
+                hi = _mm256_add_ps(hi, _mm256_loadu_ps(row.add(8)));
+            }
+            _mm256_storeu_ps(row, lo);
+            _mm256_storeu_ps(row.add(8), hi);
         }
     }
 }
@@ -541,12 +583,19 @@ unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
 /// AVX-512 8×32 micro-kernel (16 zmm accumulators).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_avx512(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn micro_avx512(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    rs: isize,
+    acc: bool,
+) {
     use std::arch::x86_64::*;
     const MR: usize = 8;
     const NR: usize = 32;
-    // SAFETY: the packed panels hold kc·MR and kc·NR floats; the tile MR·NR; unaligned
-    // loads/stores only.
+    // SAFETY: the packed panels hold kc·MR and kc·NR floats; `out` addresses MR rows of NR
+    // floats, rows `rs` apart; unaligned loads/stores only.
     unsafe {
         let mut c = [_mm512_setzero_ps(); 2 * MR];
         for p in 0..kc {
@@ -560,8 +609,14 @@ unsafe fn micro_avx512(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) 
             }
         }
         for i in 0..MR {
-            _mm512_storeu_ps(tile.add(i * NR), c[2 * i]);
-            _mm512_storeu_ps(tile.add(i * NR + 16), c[2 * i + 1]);
+            let row = out.offset(i as isize * rs);
+            let (mut lo, mut hi) = (c[2 * i], c[2 * i + 1]);
+            if acc {
+                lo = _mm512_add_ps(lo, _mm512_loadu_ps(row));
+                hi = _mm512_add_ps(hi, _mm512_loadu_ps(row.add(16)));
+            }
+            _mm512_storeu_ps(row, lo);
+            _mm512_storeu_ps(row.add(16), hi);
         }
     }
 }

@@ -16,9 +16,18 @@ use super::embedding::check_ids;
 use super::gemm::{matmul, Gemm};
 use super::{check_len, HostError};
 
-/// Most logits one chunk holds (`SC·V`, 16 MiB of f32): `SC = max(1, BUDGET / V)` capped at
-/// `S`, so a 32K vocabulary takes 128 positions per chunk and a 152K one 27.
+/// Most logits one chunk holds (`SC·V`, 16 MiB of f32): `SC = BUDGET / V` (rounded down to a
+/// multiple of 32 from 32 up, at least 1) capped at `S`, so a 32K vocabulary takes 128
+/// positions per chunk and a 152K one 27.
 pub const CHUNK_BUDGET: usize = 1 << 22;
+
+/// Positions per chunk: `BUDGET / V`, rounded down to a multiple of 32 (whole GEMM panels)
+/// when at least 32, and between 1 and `S`.
+fn chunk_rows(vocab: usize, seq: usize) -> usize {
+    let sc = CHUNK_BUDGET / vocab.max(1);
+    let sc = if sc >= 32 { sc / 32 * 32 } else { sc };
+    sc.clamp(1, seq.max(1))
+}
 
 /// Buffers of [`classifier_loss`], kept between calls (sized on first use, then reused).
 #[derive(Debug, Default)]
@@ -32,7 +41,7 @@ impl LossWorkspace {
     /// Buffers sized for a vocabulary of `vocab`, `dim` channels and `seq` positions, so that
     /// no call of that size (or smaller) allocates.
     pub fn for_dims(vocab: usize, dim: usize, seq: usize) -> LossWorkspace {
-        let sc = (CHUNK_BUDGET / vocab.max(1)).clamp(1, seq.max(1));
+        let sc = chunk_rows(vocab, seq);
         LossWorkspace {
             xt: vec![0.0; seq * dim],
             logits: vec![0.0; sc * vocab],
@@ -79,7 +88,7 @@ pub fn classifier_loss(
         check_len("dx", g.dx.len(), &[dim, seq])?;
         check_len("dweight", g.dweight.len(), &[vocab, dim])?;
     }
-    let sc = (CHUNK_BUDGET / vocab.max(1)).clamp(1, seq);
+    let sc = chunk_rows(vocab, seq);
     ws.xt.resize(seq * dim, 0.0);
     ws.logits.resize(sc * vocab, 0.0);
     transpose(&mut ws.xt, x, dim, seq);
