@@ -10,33 +10,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{bin, run, tiny, tmp};
+use common::{quiet_train, run, tiny, tmp};
 
 /// Updates of the run; every one is checkpointed.
 const STEPS: &str = "600";
 
 /// `ane-train train` into `out`: a new run of `model`, or with `resume` its continuation.
 fn train(out: &Path, model: &Path, resume: bool) -> Command {
-    let mut c = bin();
-    c.arg("train")
-        .args([
-            "--device",
-            "cpu",
-            "--steps",
-            STEPS,
-            "--checkpoint-every",
-            "1",
-        ])
-        .args([
-            "--sample-tokens",
-            "0",
-            "--eval-every",
-            "0",
-            "--log-every",
-            "0",
-        ])
-        .arg("--out")
-        .arg(out);
+    let mut c = quiet_train(out, STEPS);
+    c.args(["--log-every", "0"]);
     if resume {
         c.arg("--resume").arg(out.join("checkpoint.bin"));
     } else {

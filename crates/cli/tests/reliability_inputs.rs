@@ -319,6 +319,18 @@ const CASES: &[Case] = &[
         TRAIN,
         "ANE_ACCUM_STEPS=\"99999\"",
     ),
+    env_case(
+        "ANE_TRAIN_TEST_SLOW_WRITE_MS=abc",
+        &[("ANE_TRAIN_TEST_SLOW_WRITE_MS", "abc")],
+        TRAIN,
+        "ANE_TRAIN_TEST_SLOW_WRITE_MS=\"abc\"",
+    ),
+    env_case(
+        "ANE_TRAIN_TEST_FAIL_SAVE=0",
+        &[("ANE_TRAIN_TEST_FAIL_SAVE", "0")],
+        TRAIN,
+        "ANE_TRAIN_TEST_FAIL_SAVE=\"0\"",
+    ),
     // --- model TOML files ---
     case(
         "model TOML unknown table",

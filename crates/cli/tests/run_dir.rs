@@ -5,33 +5,13 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{bin, run, tiny, tmp};
+use common::{bin, checkpoint_step, quiet_train, run, tiny, tmp};
 
 /// A short new run of `model` into `out` (`--checkpoint-every 1`, no sample or evaluation).
 fn fresh(out: &Path, model: &Path, steps: &str) -> Command {
-    let mut c = bin();
-    c.arg("train")
-        .args([
-            "--device",
-            "cpu",
-            "--steps",
-            steps,
-            "--checkpoint-every",
-            "1",
-        ])
-        .args(["--sample-tokens", "0", "--eval-every", "0"])
-        .arg("--model")
-        .arg(model)
-        .arg("--out")
-        .arg(out);
+    let mut c = quiet_train(out, steps);
+    c.arg("--model").arg(model);
     c
-}
-
-fn step(p: &Path) -> u64 {
-    ane_train::checkpoint::read(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .header
-        .step
 }
 
 fn host() -> String {
@@ -116,7 +96,7 @@ fn resume_continues_in_its_directory_and_never_replaces_another_run() {
         .arg("--resume")
         .arg(a.join("checkpoint.bin")));
     assert!(o.status.success(), "{text}");
-    assert_eq!(step(&a.join("checkpoint.bin")), 5);
+    assert_eq!(checkpoint_step(&a.join("checkpoint.bin")), 5);
     assert!(!elsewhere.join("runs").exists(), "wrote into runs/: {text}");
 
     // Resuming a's run into b, which holds b's own checkpoint: refused, b untouched.
@@ -147,9 +127,9 @@ fn generations_are_kept_and_fresh_runs_never_lose_one() {
     let out = d.join("run");
     let (o, text) = run(fresh(&out, &model, "5").args(["--keep", "3"]));
     assert!(o.status.success(), "{text}");
-    assert_eq!(step(&out.join("checkpoint.bin")), 5);
-    assert_eq!(step(&out.join("checkpoint.1.bin")), 4);
-    assert_eq!(step(&out.join("checkpoint.2.bin")), 3);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.bin")), 5);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.1.bin")), 4);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.2.bin")), 3);
     assert!(!out.join("checkpoint.3.bin").exists());
 
     // Two more fresh runs: each earlier run's checkpoints are moved aside, none lost.
@@ -157,10 +137,10 @@ fn generations_are_kept_and_fresh_runs_never_lose_one() {
         let (o, text) = run(&mut fresh(&out, &model, "2"));
         assert!(o.status.success(), "{text}");
     }
-    assert_eq!(step(&out.join("checkpoint.prev.bin")), 5);
-    assert_eq!(step(&out.join("checkpoint.prev.2.bin")), 3);
-    assert_eq!(step(&out.join("checkpoint.prev2.bin")), 2);
-    assert_eq!(step(&out.join("checkpoint.bin")), 2);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.prev.bin")), 5);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.prev.2.bin")), 3);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.prev2.bin")), 2);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.bin")), 2);
 
     let (o, text) = run(fresh(&out, &model, "2").args(["--keep", "0"]));
     assert!(!o.status.success(), "{text}");
@@ -199,14 +179,14 @@ fn a_failed_periodic_save_warns_and_a_failed_final_save_is_an_error() {
         text.contains("warning: checkpoint at update 2 failed"),
         "{text}"
     );
-    assert_eq!(step(&out.join("checkpoint.bin")), 4);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.bin")), 4);
 
     let out = d.join("run2");
     let (o, text) = run(fresh(&out, &model, "4").env("ANE_TRAIN_TEST_FAIL_SAVE", "4"));
     assert!(!o.status.success(), "{text}");
     assert!(text.contains("checkpoint.bin"), "{text}");
     // The previous good checkpoint is intact.
-    assert_eq!(step(&out.join("checkpoint.bin")), 3);
+    assert_eq!(checkpoint_step(&out.join("checkpoint.bin")), 3);
 
     let (o, text) = run(fresh(&out, &model, "4").env("ANE_TRAIN_TEST_FAIL_SAVE", "zero"));
     assert!(!o.status.success(), "{text}");

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 mod common;
-use common::{bin, run, tiny, tmp};
+use common::{bin, checkpoint_step, run, tiny, tmp};
 
 /// `ane-train train <args> --out <d>`.
 fn train(d: &std::path::Path, args: &[&str]) -> Command {
@@ -16,10 +16,6 @@ fn train(d: &std::path::Path, args: &[&str]) -> Command {
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
-}
-
-fn checkpoint_step(path: &std::path::Path) -> u64 {
-    ane_train::checkpoint::read(path).unwrap().header.step
 }
 
 #[test]

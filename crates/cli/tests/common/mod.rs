@@ -43,3 +43,32 @@ pub fn run(cmd: &mut Command) -> (Output, String) {
     );
     (out, text)
 }
+
+/// `ane-train train --device cpu --steps <steps> --out <out>`, checkpointing every update,
+/// with no sample and no evaluation: the quiet run the run-directory and crash tests build on
+/// (add `--model` or `--resume`).
+pub fn quiet_train(out: &Path, steps: &str) -> Command {
+    let mut c = bin();
+    c.arg("train")
+        .args(["--device", "cpu", "--steps", steps])
+        .args([
+            "--checkpoint-every",
+            "1",
+            "--sample-tokens",
+            "0",
+            "--eval-every",
+            "0",
+        ])
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+/// The update count recorded in the checkpoint at `p` (panics naming the file if it does not
+/// load).
+pub fn checkpoint_step(p: &Path) -> u64 {
+    ane_train::checkpoint::read(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .header
+        .step
+}

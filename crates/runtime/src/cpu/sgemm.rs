@@ -637,6 +637,73 @@ mod tests {
         c
     }
 
+    /// Every micro-kernel this CPU can run (the portable one always), written into a strided
+    /// C with and without accumulation, against f64.
+    #[test]
+    fn every_micro_kernel_matches_f64_into_strided_c() {
+        let mut kernels = vec![Micro {
+            mr: 6,
+            nr: 16,
+            f: micro_portable,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(Micro {
+                    mr: 6,
+                    nr: 16,
+                    f: micro_avx2,
+                });
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Micro {
+                    mr: 8,
+                    nr: 32,
+                    f: micro_avx512,
+                });
+            }
+        }
+        for mk in kernels {
+            let (mr, nr, kc, rs) = (mk.mr, mk.nr, 37, mk.nr + 3);
+            let a: Vec<f32> = (0..kc * mr).map(|i| (i % 13) as f32 * 0.25 - 1.5).collect();
+            let b: Vec<f32> = (0..kc * nr).map(|i| (i % 7) as f32 * 0.5 - 1.0).collect();
+            for acc in [false, true] {
+                let mut out: Vec<f32> = (0..mr * rs).map(|i| i as f32 * 0.01).collect();
+                let before = out.clone();
+                // SAFETY: the panels hold kc·mr and kc·nr floats; out holds mr rows of rs >= nr.
+                unsafe {
+                    (mk.f)(
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        out.as_mut_ptr(),
+                        rs as isize,
+                        acc,
+                    )
+                };
+                for i in 0..mr {
+                    for j in 0..rs {
+                        let got = out[i * rs + j] as f64;
+                        let want = if j >= nr {
+                            before[i * rs + j] as f64
+                        } else {
+                            let dot: f64 = (0..kc)
+                                .map(|p| a[p * mr + i] as f64 * b[p * nr + j] as f64)
+                                .sum();
+                            dot + if acc { before[i * rs + j] as f64 } else { 0.0 }
+                        };
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{mr}x{nr} acc={acc} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn matches_f64_reference_for_odd_shapes_and_strides() {
         let mut seed = 12345u32;
