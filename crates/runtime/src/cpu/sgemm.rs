@@ -374,7 +374,9 @@ unsafe fn pack_a(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize, mr: usize, 
 ///
 /// # Safety
 /// `rows <= 8`, `width <= 8`; the `rows` rows of 8 floats at `src` are readable, the 8 rows
-/// of `width` floats at `dst` writable, and the CPU has AVX.
+/// of `width` floats at `dst` writable, and the CPU has AVX. Only those floats are written
+/// once the call returns (with `width == ds == 6` some are written twice, the final value
+/// last).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn transpose8_avx(
@@ -423,6 +425,17 @@ unsafe fn transpose8_avx(
             for (k, v) in out.into_iter().enumerate() {
                 _mm256_storeu_ps(dst.add(k * ds), v);
             }
+        } else if width == 6 && ds == 6 {
+            // Rows side by side (a 6-row A panel): full stores whose 2 extra lanes the next
+            // row's store overwrites, and exactly 6 floats for the last row. (Masked stores
+            // are microcoded and slow on AMD cores.)
+            for (k, &v) in out[..7].iter().enumerate() {
+                _mm256_storeu_ps(dst.add(k * 6), v);
+            }
+            let last = dst.add(42);
+            _mm_storeu_ps(last, _mm256_castps256_ps128(out[7]));
+            let hi = _mm256_extractf128_ps::<1>(out[7]);
+            _mm_store_sd(last.add(4).cast::<f64>(), _mm_castps_pd(hi));
         } else {
             let lane = |i: i32| if (i as usize) < width { -1 } else { 0 };
             let mask = _mm256_setr_epi32(
