@@ -36,14 +36,27 @@ pub fn write_atomic(
     result
 }
 
-/// Test-only hook: `ANE_TRAIN_TEST_SLOW_WRITE_MS=<ms>` sleeps this long after the temporary
-/// file's bytes are written and before it is synced and renamed, so a test can kill a writer
-/// while its temporary file exists. Unset or not a number: no pause.
+/// Name of the test-only hook read by [`slow_write_ms`].
+pub const SLOW_WRITE_VAR: &str = "ANE_TRAIN_TEST_SLOW_WRITE_MS";
+
+/// Test-only hook: `ANE_TRAIN_TEST_SLOW_WRITE_MS=<ms>` (0 to 60000) pauses every atomic write
+/// this long after the temporary file's bytes are written and before it is synced and
+/// renamed, so a test can kill a writer while its temporary file exists. `Ok(None)` when
+/// unset; the offending value when it is not a whole number of milliseconds in range (the
+/// CLI refuses it at start; a write ignores it).
+pub fn slow_write_ms() -> Result<Option<u64>, String> {
+    match std::env::var(SLOW_WRITE_VAR) {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms <= 60_000 => Ok(Some(ms)),
+            _ => Err(v),
+        },
+    }
+}
+
+/// The pause of [`slow_write_ms`], if any.
 fn test_slow_write() {
-    if let Some(ms) = std::env::var("ANE_TRAIN_TEST_SLOW_WRITE_MS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+    if let Ok(Some(ms)) = slow_write_ms() {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }

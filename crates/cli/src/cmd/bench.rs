@@ -385,7 +385,7 @@ pub struct ForwardBackwardArgs {
 
 fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     use ane_train::kernels::{KernelSet, WeightMode};
-    use ane_train::llama::{init_params, Model};
+    use ane_train::llama::{init_params, Model, StepTimings};
     use ane_train::model::ModelConfig;
     let cfg = if args.model.ends_with(".toml") {
         ModelConfig::from_toml_file(&args.model)?
@@ -427,40 +427,24 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     let mut grads = vec![0.0f32; model.params().len()];
     model.loss_and_grads_into(&tokens, &mut grads)?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let (mut total, mut dev, mut host, mut traffic, mut attn, mut cls, mut off) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
     let mut loss = 0.0;
     let kinds = model.kernel_set().kinds();
-    let mut per_kernel: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    let mut steps = Vec::new();
     for _ in 0..args.steps.max(1) {
         loss = model.loss_and_grads_into(&tokens, &mut grads)?;
-        let tm = model.timings();
-        for (v, k) in per_kernel.iter_mut().zip(kinds) {
-            v.push(ms(tm.per_kernel[k.index()]));
-        }
-        total.push(ms(tm.total));
-        dev.push(ms(tm.device));
-        host.push(ms(tm.host));
-        traffic.push(ms(tm.traffic));
-        attn.push(ms(tm.attention));
-        cls.push(ms(tm.classifier));
-        off.push(ms(tm.host + tm.traffic));
+        steps.push(model.timings());
     }
+    let column = |f: &dyn Fn(&StepTimings) -> std::time::Duration| {
+        Stat::of(steps.iter().map(|t| ms(f(t))).collect())
+    };
     let rows = [
-        ("total", Stat::of(total)),
-        ("device kernels", Stat::of(dev)),
-        ("host ops", Stat::of(host)),
-        ("  host attention", Stat::of(attn)),
-        ("  host classifier", Stat::of(cls)),
-        ("surface traffic", Stat::of(traffic)),
-        ("host + traffic", Stat::of(off)),
+        ("total", column(&|t| t.total)),
+        ("device kernels", column(&|t| t.device)),
+        ("host ops", column(&|t| t.host)),
+        ("  host attention", column(&|t| t.attention)),
+        ("  host classifier", column(&|t| t.classifier)),
+        ("surface traffic", column(&|t| t.traffic)),
+        ("host + traffic", column(&|t| t.host + t.traffic)),
     ];
     println!(
         "  loss {loss:.4} (random init; ln V = {:.4})",
@@ -479,8 +463,7 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     println!("  device ms per kernel kind (all layers), median:");
     let per_kernel: Vec<(&str, Stat)> = kinds
         .iter()
-        .zip(per_kernel)
-        .map(|(k, v)| (k.name(), Stat::of(v)))
+        .map(|k| (k.name(), column(&|t| t.per_kernel[k.index()])))
         .collect();
     for (name, s) in &per_kernel {
         println!("    {name:<16} {:9.1}", s.median);
@@ -488,7 +471,12 @@ fn forward_backward(args: &ForwardBackwardArgs) -> Result<ExitCode> {
     if let Some(path) = &args.json {
         let mut j = serde_json::json!({ "model": cfg.name, "mode": mode.name(), "device": args.device, "loss": loss });
         for (name, s) in &rows {
-            j[name.trim().replace(' ', "_") + "_ms"] = s.json();
+            // "host + traffic" → "host_traffic_ms": words joined by underscores.
+            let words: Vec<&str> = name
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .collect();
+            j[words.join("_") + "_ms"] = s.json();
         }
         for (name, s) in &per_kernel {
             j["kernel_ms"][name] = s.json();

@@ -325,13 +325,14 @@ impl Saver {
         if keep == 0 {
             bail!("--keep 0: at least one checkpoint (the newest) must be kept");
         }
+        if let Err(v) = ane_train::atomic::slow_write_ms() {
+            let var = ane_train::atomic::SLOW_WRITE_VAR;
+            bail!("{var}={v:?}: expected milliseconds, 0 to 60000");
+        }
         Ok(Saver {
             dir: dir.to_path_buf(),
             keep,
-            fail_at: {
-                check_test_slow_write()?;
-                test_fail_save()?
-            },
+            fail_at: test_fail_save()?,
             attempts: 0,
         })
     }
@@ -369,20 +370,6 @@ pub(crate) fn test_fail_save() -> Result<Option<u64>> {
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(n) if n >= 1 => Ok(Some(n)),
             _ => bail!("{VAR}={v:?}: expected a positive integer (the save to fail, 1-based)"),
-        },
-    }
-}
-
-/// Refuses a set `ANE_TRAIN_TEST_SLOW_WRITE_MS` (the library's test-only pause before each
-/// atomic rename) that is not a whole number of milliseconds up to 60000, which the library
-/// itself would ignore.
-fn check_test_slow_write() -> Result<()> {
-    const VAR: &str = "ANE_TRAIN_TEST_SLOW_WRITE_MS";
-    match std::env::var(VAR) {
-        Err(_) => Ok(()),
-        Ok(v) => match v.trim().parse::<u64>() {
-            Ok(ms) if ms <= 60_000 => Ok(()),
-            _ => bail!("{VAR}={v:?}: expected milliseconds, 0 to 60000"),
         },
     }
 }

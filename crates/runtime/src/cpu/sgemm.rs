@@ -388,8 +388,9 @@ unsafe fn transpose8_avx(
     width: usize,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: per the contract; unaligned loads and (masked) stores only, rows past `rows`
-    // are never read and lanes past `width` never written.
+    // SAFETY: per the contract; unaligned loads and stores only. Rows past `rows` are never
+    // read; lanes past `width` are never written, except (width == ds == 6) lanes that are
+    // the next row's and are overwritten by its store.
     unsafe {
         let r = |i: usize| {
             if i < rows {
