@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ane_runtime::Device;
+use rayon::prelude::*;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, CorpusInfo, Header, TrainSettings};
 use crate::data::{DataError, TokenData, WindowSampler};
@@ -146,6 +147,9 @@ pub struct Trainer {
     totals: Totals,
     /// The update's (mean) gradient.
     grads: Vec<f32>,
+    /// `grads` may hold something other than zeros (an accumulation started and the
+    /// optimizer pass, which clears it, did not run).
+    grads_dirty: bool,
     /// The token windows of one micro-step, side by side.
     windows: Vec<u32>,
 }
@@ -250,6 +254,7 @@ impl Trainer {
             checked_data: None,
             totals: Totals::default(),
             grads: Vec::new(),
+            grads_dirty: false,
             windows: Vec::new(),
         })
     }
@@ -284,12 +289,16 @@ impl Trainer {
             model,
             sampler,
             grads,
+            grads_dirty,
             windows,
             totals,
             ..
         } = self;
         grads.resize(n, 0.0);
-        grads.fill(0.0);
+        if *grads_dirty {
+            grads.par_iter_mut().for_each(|g| *g = 0.0);
+        }
+        *grads_dirty = true;
         let mut loss_sum = 0.0f64;
         for _ in 0..accum {
             // One micro-step: `batch` windows side by side in one pass.
@@ -331,10 +340,11 @@ impl Trainer {
             model.update_params(|p| {
                 let t = Instant::now();
                 grad_norm = opt
-                    .update_scaled(p, grads, lr, raw_norm, grad_scale)
+                    .update_scaled_and_clear(p, grads, lr, raw_norm, grad_scale)
                     .grad_norm;
                 optimizer += t.elapsed();
             })?;
+            self.grads_dirty = false;
             self.scaler.on_clean();
             self.model.set_loss_scale(self.scaler.scale())?;
         }

@@ -45,12 +45,19 @@ fn nc(n: usize) -> usize {
 /// A micro-kernel: `out[i·rs + j] (+)= Σ_p a[p·mr + i] · b[p·nr + j]` over `kc` packed steps,
 /// added into `out` when `acc` (the `mr × nr` result goes straight into a full tile of a
 /// row-major C, or into a scratch tile with `rs = nr`).
+///
+/// `ft`, when the CPU has one, writes the tile transposed instead: `out[j·cs + i]`, straight
+/// into a full tile of a column-major C (a product run transposed, see [`sgemm_acc`]).
 #[derive(Clone, Copy)]
 struct Micro {
     mr: usize,
     nr: usize,
-    f: unsafe fn(usize, *const f32, *const f32, *mut f32, isize, bool),
+    f: MicroFn,
+    ft: Option<MicroFn>,
 }
+
+/// A micro-kernel entry: `(kc, a panel, b panel, out, stride, accumulate)`.
+type MicroFn = unsafe fn(usize, *const f32, *const f32, *mut f32, isize, bool);
 
 fn micro() -> Micro {
     #[cfg(target_arch = "x86_64")]
@@ -60,6 +67,7 @@ fn micro() -> Micro {
                 mr: 8,
                 nr: 32,
                 f: micro_avx512,
+                ft: None,
             };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -68,6 +76,7 @@ fn micro() -> Micro {
                 mr: 6,
                 nr: 16,
                 f: micro_avx2,
+                ft: Some(micro_avx2_t),
             };
         }
     }
@@ -75,6 +84,7 @@ fn micro() -> Micro {
         mr: 6,
         nr: 16,
         f: micro_portable,
+        ft: None,
     }
 }
 
@@ -118,8 +128,10 @@ pub unsafe fn sgemm_acc(
     if m == 0 || n == 0 || (k == 0 && accumulate) {
         return;
     }
-    if m < n {
+    if m < n && k < 4 * n {
         // Cᵀ = Bᵀ·Aᵀ: run with the longer dimension as rows, where the blocking is tuned.
+        // Not for a long depth (the classifier's dx, k = V): there packing the operands is
+        // the larger cost, and B's rows (each a contiguous run of n) pack faster as B.
         let t = |x: Mat| Mat {
             ptr: x.ptr,
             rs: x.cs,
@@ -269,7 +281,9 @@ unsafe fn pack_b(b: Mat, pc: usize, jc: usize, kb: usize, nb: usize, nr: usize, 
 
 /// Packs `len × kb` elements whose panel dimension is contiguous (element `(i, p)` at
 /// `src + i + p·ps`) into panels of `w`: `dst[i / w][p][i % w]`, the last panel zero-padded.
-/// Step by step, so each step's `len` elements are read in one contiguous run.
+/// In groups of [`PACK_STEPS`] steps: each group's rows are read from L1 while every panel's
+/// slice of the group is written as one contiguous run (writing one step of every panel at a
+/// time touches panels `w·kb` floats apart, which share a few L1 sets and evict each other).
 ///
 /// # Safety
 /// Every `(i, p)` with `i < len`, `p < kb` is readable; `dst` holds `len.div_ceil(w)·w·kb`
@@ -278,20 +292,50 @@ unsafe fn pack_unit(src: *const f32, ps: isize, len: usize, kb: usize, w: usize,
     let (full, rem) = (len / w, len % w);
     // SAFETY: per the contract; panel `ip` occupies `w·kb` floats from `ip·w·kb`.
     unsafe {
-        for p in 0..kb {
-            let row = src.offset(p as isize * ps);
+        for p0 in (0..kb).step_by(PACK_STEPS) {
+            let steps = p0..(p0 + PACK_STEPS).min(kb);
+            // The next group's rows are fetched while this one is copied (the rows are
+            // usually far apart in memory, and each missing line stalls the copy).
+            for p in steps.end..(steps.end + PACK_STEPS).min(kb) {
+                prefetch_run(src.wrapping_offset(p as isize * ps), len);
+            }
             for ip in 0..full {
-                copy_short(row.add(ip * w), dst.add(ip * w * kb + p * w), w);
+                for p in steps.clone() {
+                    let row = src.offset(p as isize * ps);
+                    copy_short(row.add(ip * w), dst.add(ip * w * kb + p * w), w);
+                }
             }
             if rem > 0 {
-                let d = dst.add(full * w * kb + p * w);
-                for i in 0..w {
-                    *d.add(i) = if i < rem { *row.add(full * w + i) } else { 0.0 };
+                for p in steps {
+                    let row = src.offset(p as isize * ps);
+                    let d = dst.add(full * w * kb + p * w);
+                    for i in 0..w {
+                        *d.add(i) = if i < rem { *row.add(full * w + i) } else { 0.0 };
+                    }
                 }
             }
         }
     }
 }
+
+/// Asks for the cache lines of `len` floats at `src` (a hint: never faults, even outside any
+/// allocation, so the address needs no contract).
+#[inline(always)]
+fn prefetch_run(src: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..len).step_by(16) {
+        // SAFETY: a prefetch is a hint that never faults and reads nothing into the program.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(i).cast::<i8>());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (src, len);
+}
+
+/// Steps per group in [`pack_unit`].
+const PACK_STEPS: usize = 16;
 
 /// Copies `n` floats from `src` to `dst` (not overlapping), as fixed-size moves for the
 /// panel widths the micro-kernels use instead of a call to `memcpy` per panel row.
@@ -399,29 +443,7 @@ unsafe fn transpose8_avx(
                 _mm256_setzero_ps()
             }
         };
-        let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
-        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        let out = [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ];
+        let out = transpose8x8([r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7)]);
         if width == 8 {
             for (k, v) in out.into_iter().enumerate() {
                 _mm256_storeu_ps(dst.add(k * ds), v);
@@ -486,6 +508,11 @@ unsafe fn macro_tile(
                     .offset((ic + i0) as isize * c.rs + (jc + j0) as isize * c.cs);
                 if c.cs == 1 && h == mr && w == nr {
                     (mk.f)(kb, a, b, cbase, c.rs, acc);
+                    continue;
+                }
+                if let (1, Some(ft), true, true) = (c.rs, mk.ft, h == mr, w == nr) {
+                    // A full tile of a column-major C: nr columns of mr contiguous rows.
+                    ft(kb, a, b, cbase, c.cs, acc);
                     continue;
                 }
                 (mk.f)(kb, a, b, tile.as_mut_ptr(), nr as isize, false);
@@ -560,15 +587,18 @@ unsafe fn micro_portable(
     }
 }
 
-/// AVX2+FMA 6×16 micro-kernel (12 ymm accumulators).
+/// The 12 ymm accumulators of the AVX2 6×16 micro-kernel after `kc` steps: row `i`'s
+/// columns 0–7 in `[2i]`, 8–15 in `[2i + 1]`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the packed panels hold `kc·6` and `kc·16` floats.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rs: isize, acc: bool) {
+#[inline(always)]
+unsafe fn avx2_tile(kc: usize, a: *const f32, b: *const f32) -> [std::arch::x86_64::__m256; 12] {
     use std::arch::x86_64::*;
     const MR: usize = 6;
     const NR: usize = 16;
-    // SAFETY: the packed panels hold kc·MR and kc·NR floats; `out` addresses MR rows of NR
-    // floats, rows `rs` apart; unaligned loads/stores only.
+    // SAFETY: per the contract; unaligned loads only.
     unsafe {
         let mut c = [_mm256_setzero_ps(); 2 * MR];
         for p in 0..kc {
@@ -581,7 +611,20 @@ unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rs:
                 c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
             }
         }
-        for i in 0..MR {
+        c
+    }
+}
+
+/// AVX2+FMA 6×16 micro-kernel (12 ymm accumulators).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rs: isize, acc: bool) {
+    use std::arch::x86_64::*;
+    // SAFETY: the packed panels hold kc·6 and kc·16 floats; `out` addresses 6 rows of 16
+    // floats, rows `rs` apart; unaligned loads/stores only.
+    unsafe {
+        let c = avx2_tile(kc, a, b);
+        for i in 0..6 {
             let row = out.offset(i as isize * rs);
             let (mut lo, mut hi) = (c[2 * i], c[2 * i + 1]);
             if acc {
@@ -591,6 +634,80 @@ unsafe fn micro_avx2(kc: usize, a: *const f32, b: *const f32, out: *mut f32, rs:
             _mm256_storeu_ps(row, lo);
             _mm256_storeu_ps(row.add(8), hi);
         }
+    }
+}
+
+/// [`micro_avx2`] writing the tile transposed: `out[j·cs + i]` for the 6 rows `i` and 16
+/// columns `j` (16 runs of 6 contiguous floats, `cs` apart), each run as one 4-float and one
+/// 2-float store.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_avx2_t(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    cs: isize,
+    acc: bool,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the packed panels hold kc·6 and kc·16 floats; `out` addresses 16 runs of 6
+    // floats, `cs` apart; unaligned loads/stores only.
+    unsafe {
+        let c = avx2_tile(kc, a, b);
+        let z = _mm256_setzero_ps();
+        for half in 0..2 {
+            let r = |i: usize| c[2 * i + half];
+            let cols = transpose8x8([r(0), r(1), r(2), r(3), r(4), r(5), z, z]);
+            for (j, v) in cols.into_iter().enumerate() {
+                let col = out.offset((half * 8 + j) as isize * cs);
+                let (mut lo, mut hi) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                if acc {
+                    lo = _mm_add_ps(lo, _mm_loadu_ps(col));
+                    let prev = _mm_castpd_ps(_mm_load_sd(col.add(4).cast::<f64>()));
+                    hi = _mm_add_ps(hi, prev);
+                }
+                _mm_storeu_ps(col, lo);
+                _mm_store_sd(col.add(4).cast::<f64>(), _mm_castps_pd(hi));
+            }
+        }
+    }
+}
+
+/// The transpose of 8 rows of 8 floats held in registers: lane `i` of result `k` is lane `k`
+/// of row `i`.
+///
+/// # Safety
+/// The CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8x8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let [r0, r1, r2, r3, r4, r5, r6, r7] = r;
+    // SAFETY: register shuffles only, on a CPU with AVX per the contract.
+    unsafe {
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
     }
 }
 
@@ -655,10 +772,52 @@ mod tests {
     /// C with and without accumulation, against f64.
     #[test]
     fn every_micro_kernel_matches_f64_into_strided_c() {
+        /// `ft` into a column-major C (columns `mr + 5` apart), with and without accumulation.
+        fn transposed_tile_matches_f64(mr: usize, nr: usize, ft: MicroFn) {
+            let (kc, cs) = (29, mr + 5);
+            let a: Vec<f32> = (0..kc * mr)
+                .map(|i| (i % 11) as f32 * 0.25 - 1.25)
+                .collect();
+            let b: Vec<f32> = (0..kc * nr).map(|i| (i % 9) as f32 * 0.5 - 2.0).collect();
+            for acc in [false, true] {
+                let mut out: Vec<f32> = (0..nr * cs).map(|i| i as f32 * 0.01).collect();
+                let before = out.clone();
+                // SAFETY: the panels hold kc·mr and kc·nr floats; out holds nr runs of cs >= mr.
+                unsafe {
+                    ft(
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        out.as_mut_ptr(),
+                        cs as isize,
+                        acc,
+                    )
+                };
+                for j in 0..nr {
+                    for i in 0..cs {
+                        let (got, old) = (out[j * cs + i] as f64, before[j * cs + i] as f64);
+                        let want = if i >= mr {
+                            old
+                        } else {
+                            let dot: f64 = (0..kc)
+                                .map(|p| a[p * mr + i] as f64 * b[p * nr + j] as f64)
+                                .sum();
+                            dot + if acc { old } else { 0.0 }
+                        };
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "transposed {mr}x{nr} acc={acc} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+
         let mut kernels = vec![Micro {
             mr: 6,
             nr: 16,
             f: micro_portable,
+            ft: None,
         }];
         #[cfg(target_arch = "x86_64")]
         {
@@ -669,6 +828,7 @@ mod tests {
                     mr: 6,
                     nr: 16,
                     f: micro_avx2,
+                    ft: Some(micro_avx2_t),
                 });
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -676,11 +836,15 @@ mod tests {
                     mr: 8,
                     nr: 32,
                     f: micro_avx512,
+                    ft: None,
                 });
             }
         }
         for mk in kernels {
             let (mr, nr, kc, rs) = (mk.mr, mk.nr, 37, mk.nr + 3);
+            if let Some(ft) = mk.ft {
+                transposed_tile_matches_f64(mr, nr, ft);
+            }
             let a: Vec<f32> = (0..kc * mr).map(|i| (i % 13) as f32 * 0.25 - 1.5).collect();
             let b: Vec<f32> = (0..kc * nr).map(|i| (i % 7) as f32 * 0.5 - 1.0).collect();
             for acc in [false, true] {

@@ -157,7 +157,7 @@ pub fn attention_forward(
                 scale,
             };
             if tiled {
-                return tiled::forward_head(&head, out_h, lse_h, row);
+                return tiled::forward_head_widest(&head, out_h, lse_h, row);
             }
             forward_head_widest(&head, out_h, lse_h, row);
             Ok(())
@@ -285,7 +285,13 @@ pub fn attention_backward(
                         dout: &dout[span],
                         lse: &lse[h * st..(h + 1) * st],
                     };
-                    tiled::backward_head(&head, &saved, dq_h, (&mut *dk_g, &mut *dv_g), rows)?;
+                    tiled::backward_head_widest(
+                        &head,
+                        &saved,
+                        dq_h,
+                        (&mut *dk_g, &mut *dv_g),
+                        rows,
+                    )?;
                 }
                 return Ok(());
             }
