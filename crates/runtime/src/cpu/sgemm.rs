@@ -195,21 +195,26 @@ unsafe fn sgemm_rows(
                 // rows of C.
                 unsafe {
                     let ap = ap_base.get().add(task * MC * KC);
+                    let end = range.end;
                     for blk in range {
                         let ic = blk * mcb;
                         let mb = mcb.min(m - ic);
                         pack_a(a, ic, pc, mb, kb, mk.mr, ap);
+                        // This task's next block is requested while this one is multiplied.
+                        let mut ahead = if blk + 1 < end {
+                            let next = ic + mcb;
+                            Ahead::block(a, next, pc, mcb.min(m - next), kb)
+                        } else {
+                            Ahead::default()
+                        };
                         macro_tile(
                             mk,
-                            mb,
-                            nb,
-                            kb,
-                            ap,
-                            bp.get(),
+                            (mb, nb, kb),
+                            (ap, bp.get()),
                             c,
-                            ic,
-                            jc,
+                            (ic, jc),
                             accumulate || pc > 0,
+                            &mut ahead,
                         );
                     }
                 }
@@ -482,22 +487,21 @@ unsafe fn transpose8_avx(
 #[allow(clippy::too_many_arguments)]
 unsafe fn macro_tile(
     mk: Micro,
-    mb: usize,
-    nb: usize,
-    kb: usize,
-    ap: *const f32,
-    bp: *const f32,
+    (mb, nb, kb): (usize, usize, usize),
+    (ap, bp): (*const f32, *const f32),
     c: Mat,
-    ic: usize,
-    jc: usize,
+    (ic, jc): (usize, usize),
     acc: bool,
+    ahead: &mut Ahead,
 ) {
     let mut tile = [0f32; MR_MAX * NR_MAX];
     let (mr, nr) = (mk.mr, mk.nr);
+    let per_tile = ahead.lines().div_ceil(nb.div_ceil(nr) * mb.div_ceil(mr));
     for (jp, j0) in (0..nb).step_by(nr).enumerate() {
         let w = nr.min(nb - j0);
         for (ip, i0) in (0..mb).step_by(mr).enumerate() {
             let h = mr.min(mb - i0);
+            ahead.issue(per_tile);
             // SAFETY: panel offsets stay inside the packed blocks; the tile holds mr·nr floats;
             // a full tile of a row-major C is mr rows of nr elements of C.
             unsafe {
@@ -547,6 +551,77 @@ unsafe fn macro_tile(
                 }
             }
         }
+    }
+}
+
+/// The cache lines of a block of A to request while the current block is multiplied (its
+/// rows usually come from memory, and packing them would otherwise stall on every line):
+/// `runs` runs of `len` floats, `stride` floats apart, requested a few lines per tile.
+#[derive(Debug, Default)]
+struct Ahead {
+    base: Option<*const f32>,
+    runs: usize,
+    len: usize,
+    stride: isize,
+    /// Lines requested so far.
+    done: usize,
+}
+
+impl Ahead {
+    /// `A[ic..ic+mb, pc..pc+kb]` when one of its strides is 1 (otherwise nothing).
+    fn block(a: Mat, ic: usize, pc: usize, mb: usize, kb: usize) -> Ahead {
+        let base = a
+            .ptr
+            .get()
+            .wrapping_offset(ic as isize * a.rs + pc as isize * a.cs)
+            .cast_const();
+        let (runs, len, stride) = match (a.rs, a.cs) {
+            (_, 1) => (mb, kb, a.rs),
+            (1, _) => (kb, mb, a.cs),
+            _ => return Ahead::default(),
+        };
+        Ahead {
+            base: Some(base),
+            runs,
+            len,
+            stride,
+            done: 0,
+        }
+    }
+
+    fn lines_per_run(&self) -> usize {
+        self.len.div_ceil(16)
+    }
+
+    /// Lines in all.
+    fn lines(&self) -> usize {
+        if self.base.is_some() {
+            self.runs * self.lines_per_run()
+        } else {
+            0
+        }
+    }
+
+    /// Requests the next `n` lines.
+    fn issue(&mut self, n: usize) {
+        let Some(base) = self.base else { return };
+        let (lpr, end) = (self.lines_per_run(), self.lines());
+        for line in self.done..(self.done + n).min(end) {
+            let (run, l) = (line / lpr, line % lpr);
+            let at = base
+                .wrapping_offset(run as isize * self.stride)
+                .wrapping_add(l * 16);
+            // Into L2 only: the tiles being multiplied keep L1.
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint that never faults and reads nothing into the program.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                _mm_prefetch::<_MM_HINT_T1>(at.cast::<i8>());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = at;
+        }
+        self.done = (self.done + n).min(end);
     }
 }
 

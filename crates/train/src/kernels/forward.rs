@@ -40,11 +40,13 @@ pub fn sdpa_fwd(
     ])
 }
 
-/// `qkvFwd` — the cpu kernel set's first forward kernel: `sdpaFwd` without the attention,
-/// which the host runs fused ([`crate::host::attention_forward`]).
+/// `qkvFwd` — the cpu kernel set's first forward kernel: the three projections of `sdpaFwd`
+/// alone. The host rotates q and k ([`crate::host::rope_forward`], channel-first, so no
+/// per-head transposes) and runs the attention fused ([`crate::host::attention_forward`]).
 ///
 /// - in: as [`sdpa_fwd`];
-/// - out `[QD + 2·KVD, S]` = `q_rope [QD]`, `k_rope [KVD]`, `v [KVD]`.
+/// - out `[QD + 2·KVD, S]` = `q [QD]`, `k [KVD]`, `v [KVD]` (`Wq·xnorm`, `Wk·xnorm`,
+///   `Wv·xnorm`).
 pub fn qkv_fwd(
     dims: &KernelDims,
     opts: &KernelOptions,
@@ -52,8 +54,8 @@ pub fn qkv_fwd(
     weights: Option<&LayerWeights<'_>>,
 ) -> Result<KernelSpec, KernelError> {
     let mut g = Gen::new("qkvFwd", dims, opts, mode, weights)?;
-    let p = projections(&mut g)?;
-    g.finish(&[("q_rope", p.q_rope), ("k_rope", p.k_rope), ("v", p.v)])
+    let (_, [q, k, v]) = qkv(&mut g)?;
+    g.finish(&[("q", q), ("k", k), ("v", v)])
 }
 
 /// What the QKV projections and RoPE leave: channel-first `xnorm`, `q_rope`, `k_rope`, `v`,
@@ -68,11 +70,10 @@ struct Projections {
     vh: Var,
 }
 
-/// `q = Wq·xnorm`, `k = Wk·xnorm`, `v = Wv·xnorm`, RoPE on q and k.
-fn projections(g: &mut Gen<'_>) -> Result<Projections, KernelError> {
-    let d = g.dims;
+/// The input `xnorm` and `[q, k, v]` = `Wq·xnorm`, `Wk·xnorm`, `Wv·xnorm`.
+fn qkv(g: &mut Gen<'_>) -> Result<(Var, [Var; 3]), KernelError> {
     let (acts, lins) = g.inputs_spatial(
-        d.dim,
+        g.dims.dim,
         &["xnorm"],
         &[
             WeightUse::fwd(Matrix::Wq),
@@ -84,6 +85,13 @@ fn projections(g: &mut Gen<'_>) -> Result<Projections, KernelError> {
     let q = g.linear("q", lins[0], x)?;
     let k = g.linear("k", lins[1], x)?;
     let v = g.linear("v", lins[2], x)?;
+    Ok((x, [q, k, v]))
+}
+
+/// `q = Wq·xnorm`, `k = Wk·xnorm`, `v = Wv·xnorm`, RoPE on q and k.
+fn projections(g: &mut Gen<'_>) -> Result<Projections, KernelError> {
+    let d = g.dims;
+    let (x, [q, k, v]) = qkv(g)?;
     let qh = g.heads("qh", q, d.n_heads)?;
     let kh = g.heads("kh", k, d.n_kv_heads)?;
     let vh = g.heads("vh", v, d.n_kv_heads)?;

@@ -10,7 +10,7 @@ use super::forward::{AttentionTime, Trunk};
 use super::runner::LayerKernels;
 use super::workspace::{Grads, Saved};
 use super::{ModelError, Result};
-use crate::host::{self, AttentionWorkspace, Gemm, RopeTable};
+use crate::host::{self, AttentionWorkspace, Gemm};
 use crate::kernels::{KernelKind, KernelSet};
 
 /// Back-propagates `dy` (gradient of layer `l`'s output) through the layer: accumulates its
@@ -18,7 +18,6 @@ use crate::kernels::{KernelKind, KernelSet};
 #[allow(clippy::too_many_arguments)]
 pub(super) fn layer_backward(
     t: &Trunk<'_>,
-    rope: &RopeTable,
     k: &mut LayerKernels,
     l: usize,
     sv: &Saved,
@@ -38,7 +37,7 @@ pub(super) fn layer_backward(
         c.norm_eps,
     );
     let r = &t.ranges.layers[l];
-    let p = t.params;
+    let (p, rope) = (t.params, t.rope);
     let acc = |m, n| Gemm::new(m, n, s).b_transposed().accumulating();
     let Grads {
         dffn,

@@ -5,7 +5,7 @@ use super::runner::LayerKernels;
 use super::views::ParamRanges;
 use super::workspace::{Saved, Workspace};
 use super::Result;
-use crate::host::{self, AttentionDims, AttentionWorkspace};
+use crate::host::{self, AttentionDims, AttentionWorkspace, RopeTable};
 use crate::kernels::{KernelKind, KernelSet};
 use crate::model::ModelConfig;
 
@@ -20,6 +20,8 @@ pub(super) struct Trunk<'a> {
     pub cols: usize,
     pub ranges: &'a ParamRanges,
     pub params: &'a [f32],
+    /// RoPE angles of the pass's columns (the cpu set rotates q and k on the host).
+    pub rope: &'a RopeTable,
 }
 
 impl Trunk<'_> {
@@ -101,8 +103,22 @@ impl Trunk<'_> {
             KernelSet::Cpu => {
                 let qkv = k.get(KernelKind::QkvFwd)?;
                 qkv.run(&[("xnorm", &sv.xnorm)])?;
-                qkv.part_into("q_rope", &mut sv.q_rope)?;
-                qkv.part_into("k_rope", &mut sv.k_rope)?;
+                // RoPE on the host, read in place from the kernel's q and k (channel-first,
+                // no per-head transposes).
+                let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
+                qkv.with_part("q", |q| {
+                    Ok(host::rope_forward(&mut sv.q_rope, q, self.rope, nh, hd, s)?)
+                })?;
+                qkv.with_part("k", |k| {
+                    Ok(host::rope_forward(
+                        &mut sv.k_rope,
+                        k,
+                        self.rope,
+                        nkv,
+                        hd,
+                        s,
+                    )?)
+                })?;
                 qkv.part_into("v", &mut sv.v)?;
                 let t = std::time::Instant::now();
                 host::attention_forward(

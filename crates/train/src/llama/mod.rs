@@ -5,7 +5,8 @@
 //! `KVD = NKV·HD`, `V` vocab, `α` residual scale. Activations are channel-first `[C, S]` f32.
 //!
 //! Per layer, forward: `xnorm = rms(x)`; the attention block (Neural Engine set: `sdpaFwd`;
-//! cpu set: `qkvFwd` then the host's fused attention) → `attn_out`, `q_rope`, `k_rope`, `v`;
+//! cpu set: `qkvFwd`'s projections, RoPE on the host, the host's fused attention) →
+//! `attn_out`, `q_rope`, `k_rope`, `v`;
 //! `woFwd` → `o`; `x2 = x + α·o`; `x2norm = rms(x2)`; `ffnFused` → `x_next`, `h1`, `h3`,
 //! `gate`. Then the final RMSNorm and the fused, chunked classifier + cross-entropy. Backward
 //! mirrors it ([`backward`]). On fp16 devices the loss is scaled before backward (the
@@ -574,6 +575,7 @@ impl Model {
             set,
             ranges,
             params,
+            rope,
             layers,
             ws,
             ..
@@ -584,6 +586,7 @@ impl Model {
             cols,
             ranges,
             params,
+            rope,
         };
         trunk.run(layers, ws, &inputs)?;
         let w = &params[ranges.head.clone()];

@@ -8,7 +8,7 @@ use super::forward::Trunk;
 use super::runner::LayerKernels;
 use super::workspace::Workspace;
 use super::{Model, ModelError, Result, StepTimings};
-use crate::host::{self, LossGrads, RopeTable};
+use crate::host::{self, LossGrads};
 
 /// Host time of one pass spent in the two largest host ops.
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,12 +97,12 @@ impl Model {
             cols,
             ranges,
             params,
+            rope,
         };
         let inputs = std::mem::take(&mut ws.inputs);
         let targets = std::mem::take(&mut ws.targets);
         let out = Model::pass(
             &trunk,
-            rope,
             layers,
             ws,
             (&inputs, &targets),
@@ -119,7 +119,6 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     fn pass(
         trunk: &Trunk<'_>,
-        rope: &RopeTable,
         layers: &mut [LayerKernels],
         ws: &mut Workspace,
         (inputs, targets): (&[u32], &[u32]),
@@ -211,7 +210,6 @@ impl Model {
         for l in (0..cfg.n_layers).rev() {
             attention += backward::layer_backward(
                 trunk,
-                rope,
                 &mut layers[l],
                 l,
                 &saved[l],
