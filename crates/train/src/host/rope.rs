@@ -6,6 +6,8 @@
 //!
 //! Reference: Su et al., "RoFormer" (2021), <https://arxiv.org/abs/2104.09864>.
 
+use rayon::prelude::*;
+
 use super::{check_len, HostError};
 
 /// cos/sin of every (pair, position) angle, `[HD/2, S]` row-major: entry `(i, p)` at `i·S + p`
@@ -145,25 +147,29 @@ fn rotate(out: &mut [f32], inp: &[f32], table: &RopeTable, seq: usize, sign: f32
         return;
     }
     let half = table.head_dim / 2;
-    let pairs_out = out.chunks_exact_mut(2 * seq);
-    let pairs_in = inp.chunks_exact(2 * seq);
-    for (row, (o, x)) in pairs_out.zip(pairs_in).enumerate() {
-        let i = row % half;
-        let cos = &table.cos[i * table.seq..][..seq];
-        let sin = &table.sin[i * table.seq..][..seq];
-        let (o0, o1) = o.split_at_mut(seq);
-        let (x0, x1) = x.split_at(seq);
-        for p in 0..seq {
-            let (c, s) = (cos[p], sign * sin[p]);
-            let y0 = x0[p] * c - x1[p] * s;
-            let y1 = x0[p] * s + x1[p] * c;
-            if acc {
-                o0[p] += y0;
-                o1[p] += y1;
-            } else {
-                o0[p] = y0;
-                o1[p] = y1;
+    // Channel pairs across the rayon pool (elementwise: the result does not depend on it).
+    let pairs_out = out.par_chunks_exact_mut(2 * seq);
+    let pairs_in = inp.par_chunks_exact(2 * seq);
+    pairs_out
+        .zip(pairs_in)
+        .enumerate()
+        .for_each(|(row, (o, x))| {
+            let i = row % half;
+            let cos = &table.cos[i * table.seq..][..seq];
+            let sin = &table.sin[i * table.seq..][..seq];
+            let (o0, o1) = o.split_at_mut(seq);
+            let (x0, x1) = x.split_at(seq);
+            for p in 0..seq {
+                let (c, s) = (cos[p], sign * sin[p]);
+                let y0 = x0[p] * c - x1[p] * s;
+                let y1 = x0[p] * s + x1[p] * c;
+                if acc {
+                    o0[p] += y0;
+                    o1[p] += y1;
+                } else {
+                    o0[p] = y0;
+                    o1[p] = y1;
+                }
             }
-        }
-    }
+        });
 }

@@ -3,7 +3,12 @@
 //! Reference: Shazeer, "GLU Variants Improve Transformer" (2020),
 //! <https://arxiv.org/abs/2002.05202>.
 
+use rayon::prelude::*;
+
 use super::{check_len, HostError};
+
+/// Elements per parallel chunk of [`swiglu_backward`].
+const CHUNK: usize = 1 << 14;
 
 fn sigmoid(h: f32) -> f32 {
     1.0 / (1.0 + (-h).exp())
@@ -40,16 +45,23 @@ pub fn swiglu_backward(
     check_len("dh3", dh3.len(), &[n])?;
     check_len("h1", h1.len(), &[n])?;
     check_len("h3", h3.len(), &[n])?;
-    for ((((d1, d3), &g), &a), &b) in dh1
-        .iter_mut()
-        .zip(dh3.iter_mut())
-        .zip(dgate)
-        .zip(h1)
-        .zip(h3)
-    {
-        let sig = sigmoid(a);
-        *d3 += g * a * sig;
-        *d1 += g * b * sig * (1.0 + a * (1.0 - sig));
-    }
+    // Fixed chunks across the rayon pool (elementwise: the result does not depend on it).
+    dh1.par_chunks_mut(CHUNK)
+        .zip(dh3.par_chunks_mut(CHUNK))
+        .zip(dgate.par_chunks(CHUNK))
+        .zip(h1.par_chunks(CHUNK).zip(h3.par_chunks(CHUNK)))
+        .for_each(|(((dh1, dh3), dgate), (h1, h3))| {
+            for ((((d1, d3), &g), &a), &b) in dh1
+                .iter_mut()
+                .zip(dh3.iter_mut())
+                .zip(dgate)
+                .zip(h1)
+                .zip(h3)
+            {
+                let sig = sigmoid(a);
+                *d3 += g * a * sig;
+                *d1 += g * b * sig * (1.0 + a * (1.0 - sig));
+            }
+        });
     Ok(())
 }
