@@ -19,6 +19,7 @@ use ane_runtime::cpu::ops::math::exp_f32;
 use rayon::prelude::*;
 
 use super::attention_tiled as tiled;
+use super::isa::widest_copies;
 use super::{check_len, HostError};
 use crate::model::kv_head_of;
 
@@ -192,39 +193,10 @@ fn forward_head(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f
     }
 }
 
-/// [`forward_head`] compiled for the widest vector ISA the CPU has: AVX-512, AVX2 + FMA, else
-/// the baseline. Same code, same arithmetic in the same order (Rust never contracts a
-/// multiply and an add into an FMA), only wider vectors.
-fn forward_head_widest(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
-    match super::isa::widest() {
-        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx512 => unsafe { forward_head_avx512(x, out_h, lse_h, row) },
-        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx2 => unsafe { forward_head_avx2(x, out_h, lse_h, row) },
-        _ => forward_head(x, out_h, lse_h, row),
-    }
-}
-
-/// [`forward_head`] with AVX-512.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_head_avx512(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
-    forward_head(x, out_h, lse_h, row)
-}
-
-/// [`forward_head`] with AVX2.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_head_avx2(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32]) {
-    forward_head(x, out_h, lse_h, row)
+widest_copies! {
+    /// [`forward_head`] compiled for the widest vector ISA the CPU has.
+    fn forward_head_widest(x: &Head<'_>, out_h: &mut [f32], lse_h: &mut [f32], row: &mut [f32])
+        = forward_head;
 }
 
 /// Gradients of [`attention_forward`], accumulated (`+=`) into `dq [QD, S]`, `dk [KVD, S]`,
@@ -395,53 +367,14 @@ fn backward_group(
     }
 }
 
-/// [`backward_group`] compiled for the widest vector ISA the CPU has (see
-/// [`forward_head_widest`]).
-fn backward_group_widest(
-    x: &Group<'_>,
-    dq_grp: &mut [f32],
-    dkv: (&mut [f32], &mut [f32]),
-    rows: &mut [f32],
-) {
-    match super::isa::widest() {
-        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx512 => unsafe { backward_group_avx512(x, dq_grp, dkv, rows) },
-        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx2 => unsafe { backward_group_avx2(x, dq_grp, dkv, rows) },
-        _ => backward_group(x, dq_grp, dkv, rows),
-    }
-}
-
-/// [`backward_group`] with AVX-512.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn backward_group_avx512(
-    x: &Group<'_>,
-    dq_grp: &mut [f32],
-    dkv: (&mut [f32], &mut [f32]),
-    rows: &mut [f32],
-) {
-    backward_group(x, dq_grp, dkv, rows)
-}
-
-/// [`backward_group`] with AVX2.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_group_avx2(
-    x: &Group<'_>,
-    dq_grp: &mut [f32],
-    dkv: (&mut [f32], &mut [f32]),
-    rows: &mut [f32],
-) {
-    backward_group(x, dq_grp, dkv, rows)
+widest_copies! {
+    /// [`backward_group`] compiled for the widest vector ISA the CPU has.
+    fn backward_group_widest(
+        x: &Group<'_>,
+        dq_grp: &mut [f32],
+        dkv: (&mut [f32], &mut [f32]),
+        rows: &mut [f32],
+    ) = backward_group;
 }
 
 /// `out[j] (+)= Σ_c coef(c)·m[c, j]` for `j < out.len()`, `m` holding `rows` rows of stride `s`:

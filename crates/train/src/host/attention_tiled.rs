@@ -19,6 +19,7 @@
 use ane_runtime::cpu::gemm::{matmul_views, View, ViewMut};
 use ane_runtime::cpu::ops::math::exp_f32;
 
+use super::isa::widest_copies;
 use super::HostError;
 
 /// Queries per tile.
@@ -206,105 +207,26 @@ fn backward_head(
     Ok(())
 }
 
-/// [`forward_head`] compiled for the widest vector ISA the CPU has (the row softmax is then
-/// as wide as the GEMM's micro-kernel; same arithmetic in the same order).
-pub(super) fn forward_head_widest(
-    x: &Operands<'_>,
-    out_h: &mut [f32],
-    lse_h: &mut [f32],
-    rows: &mut [f32],
-) -> Result<(), HostError> {
-    match super::isa::widest() {
-        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx512 => unsafe { forward_head_avx512(x, out_h, lse_h, rows) },
-        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx2 => unsafe { forward_head_avx2(x, out_h, lse_h, rows) },
-        _ => forward_head(x, out_h, lse_h, rows),
-    }
+widest_copies! {
+    /// [`forward_head`] compiled for the widest vector ISA the CPU has (the row softmax is
+    /// then as wide as the GEMM's micro-kernel).
+    pub(super) fn forward_head_widest(
+        x: &Operands<'_>,
+        out_h: &mut [f32],
+        lse_h: &mut [f32],
+        rows: &mut [f32],
+    ) -> Result<(), HostError> = forward_head;
 }
 
-/// [`forward_head`] with AVX-512.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_head_avx512(
-    x: &Operands<'_>,
-    out_h: &mut [f32],
-    lse_h: &mut [f32],
-    rows: &mut [f32],
-) -> Result<(), HostError> {
-    forward_head(x, out_h, lse_h, rows)
-}
-
-/// [`forward_head`] with AVX2.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_head_avx2(
-    x: &Operands<'_>,
-    out_h: &mut [f32],
-    lse_h: &mut [f32],
-    rows: &mut [f32],
-) -> Result<(), HostError> {
-    forward_head(x, out_h, lse_h, rows)
-}
-
-/// [`backward_head`] compiled for the widest vector ISA the CPU has (same arithmetic in the
-/// same order).
-pub(super) fn backward_head_widest(
-    x: &Operands<'_>,
-    saved: &Saved<'_>,
-    dq_h: &mut [f32],
-    dkv: (&mut [f32], &mut [f32]),
-    rows: &mut [f32],
-) -> Result<(), HostError> {
-    match super::isa::widest() {
-        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx512 => unsafe { backward_head_avx512(x, saved, dq_h, dkv, rows) },
-        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx2 => unsafe { backward_head_avx2(x, saved, dq_h, dkv, rows) },
-        _ => backward_head(x, saved, dq_h, dkv, rows),
-    }
-}
-
-/// [`backward_head`] with AVX-512.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn backward_head_avx512(
-    x: &Operands<'_>,
-    saved: &Saved<'_>,
-    dq_h: &mut [f32],
-    dkv: (&mut [f32], &mut [f32]),
-    rows: &mut [f32],
-) -> Result<(), HostError> {
-    backward_head(x, saved, dq_h, dkv, rows)
-}
-
-/// [`backward_head`] with AVX2.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_head_avx2(
-    x: &Operands<'_>,
-    saved: &Saved<'_>,
-    dq_h: &mut [f32],
-    dkv: (&mut [f32], &mut [f32]),
-    rows: &mut [f32],
-) -> Result<(), HostError> {
-    backward_head(x, saved, dq_h, dkv, rows)
+widest_copies! {
+    /// [`backward_head`] compiled for the widest vector ISA the CPU has.
+    pub(super) fn backward_head_widest(
+        x: &Operands<'_>,
+        saved: &Saved<'_>,
+        dq_h: &mut [f32],
+        dkv: (&mut [f32], &mut [f32]),
+        rows: &mut [f32],
+    ) -> Result<(), HostError> = backward_head;
 }
 
 /// `p ← exp(scale·p − m)`; returns `Σ p` (16 partial sums, so it vectorises).

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::embedding::check_ids;
 use super::gemm::{matmul, Gemm};
+use super::isa::widest_copies;
 use super::{check_len, HostError};
 
 /// Most logits one chunk holds (`SC·V`, 16 MiB of f32): `SC = BUDGET / V` (rounded down to a
@@ -127,38 +128,10 @@ pub fn classifier_loss(
     Ok((total / seq as f64) as f32)
 }
 
-/// [`softmax_row`] compiled for the widest vector ISA the CPU has (AVX-512, AVX2 + FMA, else
-/// the baseline): the same arithmetic in the same order, only wider.
-fn softmax_row_widest(row: &mut [f32], target: usize, scale: Option<f32>) -> f64 {
-    match super::isa::widest() {
-        // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx512 => unsafe { softmax_row_avx512(row, target, scale) },
-        // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        super::isa::Isa::Avx2 => unsafe { softmax_row_avx2(row, target, scale) },
-        _ => softmax_row(row, target, scale),
-    }
-}
-
-/// [`softmax_row`] with AVX-512.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn softmax_row_avx512(row: &mut [f32], target: usize, scale: Option<f32>) -> f64 {
-    softmax_row(row, target, scale)
-}
-
-/// [`softmax_row`] with AVX2.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(row: &mut [f32], target: usize, scale: Option<f32>) -> f64 {
-    softmax_row(row, target, scale)
+widest_copies! {
+    /// [`softmax_row`] compiled for the widest vector ISA the CPU has.
+    fn softmax_row_widest(row: &mut [f32], target: usize, scale: Option<f32>) -> f64
+        = softmax_row;
 }
 
 /// The loss of one row of logits against `target`; with `Some(scale)` the row is overwritten

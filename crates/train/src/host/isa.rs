@@ -28,3 +28,40 @@ pub(crate) fn widest() -> Isa {
     }
     Isa::Baseline
 }
+
+/// Defines `fn $name(args) -> ret` that runs `$body(args)` (an `#[inline(always)]` function)
+/// compiled for the widest vector ISA this CPU has ([`widest`]): a `#[target_feature]` copy
+/// for AVX-512, one for AVX2 + FMA, else the baseline build. Same code, same arithmetic in the
+/// same order (Rust never contracts a multiply and an add into an FMA), only wider vectors.
+macro_rules! widest_copies {
+    (
+        $(#[$doc:meta])*
+        $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;
+    ) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            /// `$body` with AVX-512. Safety: the CPU must have AVX-512F, AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                $body($($arg),*)
+            }
+            /// `$body` with AVX2. Safety: the CPU must have AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                $body($($arg),*)
+            }
+            match $crate::host::isa::widest() {
+                // SAFETY: `widest` returns Avx512 only on a CPU with AVX-512F (and AVX2, FMA).
+                #[cfg(target_arch = "x86_64")]
+                $crate::host::isa::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: `widest` returns Avx2 only on a CPU with AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                $crate::host::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $body($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use widest_copies;
