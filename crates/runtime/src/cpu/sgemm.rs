@@ -302,7 +302,7 @@ unsafe fn pack_unit(src: *const f32, ps: isize, len: usize, kb: usize, w: usize,
             // The next group's rows are fetched while this one is copied (the rows are
             // usually far apart in memory, and each missing line stalls the copy).
             for p in steps.end..(steps.end + PACK_STEPS).min(kb) {
-                prefetch_run(src.wrapping_offset(p as isize * ps), len);
+                prefetch_run::<INTO_L1>(src.wrapping_offset(p as isize * ps), len);
             }
             for ip in 0..full {
                 for p in steps.clone() {
@@ -323,17 +323,23 @@ unsafe fn pack_unit(src: *const f32, ps: isize, len: usize, kb: usize, w: usize,
     }
 }
 
-/// Asks for the cache lines of `len` floats at `src` (a hint: never faults, even outside any
-/// allocation, so the address needs no contract).
+/// Prefetch into L1 (x86's `_MM_HINT_T0`).
+const INTO_L1: i32 = 3;
+/// Prefetch into L2 only (x86's `_MM_HINT_T1`).
+const INTO_L2: i32 = 2;
+#[cfg(target_arch = "x86_64")]
+const _: () =
+    assert!(INTO_L1 == std::arch::x86_64::_MM_HINT_T0 && INTO_L2 == std::arch::x86_64::_MM_HINT_T1);
+
+/// Asks for the cache lines of `len` floats at `src` into the cache level `HINT` ([`INTO_L1`]
+/// or [`INTO_L2`]): a hint that never faults, even outside any allocation, so the address
+/// needs no contract.
 #[inline(always)]
-fn prefetch_run(src: *const f32, len: usize) {
+fn prefetch_run<const HINT: i32>(src: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for i in (0..len).step_by(16) {
         // SAFETY: a prefetch is a hint that never faults and reads nothing into the program.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(i).cast::<i8>());
-        }
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(src.wrapping_add(i).cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (src, len);
@@ -612,14 +618,7 @@ impl Ahead {
                 .wrapping_offset(run as isize * self.stride)
                 .wrapping_add(l * 16);
             // Into L2 only: the tiles being multiplied keep L1.
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch is a hint that never faults and reads nothing into the program.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                _mm_prefetch::<_MM_HINT_T1>(at.cast::<i8>());
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = at;
+            prefetch_run::<INTO_L2>(at, 1);
         }
         self.done = (self.done + n).min(end);
     }
